@@ -1,0 +1,40 @@
+# The two README commands: `make test` and `make demo`. Each (re)creates .venv from a clean clone
+# and installs every package under packages/ and services/ in editable mode, pinned by constraints.txt.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DISTS := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)))
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo lint typecheck bench protos gpu-install clean
+
+$(STAMP): constraints.txt pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25"
+	$(PY) -m pip install --quiet --progress-bar off -c constraints.txt "torch==2.13.0" -e ".[dev]" $(addprefix -e ,$(DISTS))
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) pipelines/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy packages/*/src services/*/src pipelines
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+# GPU machines: a CUDA torch and vllm, without the CPU pins for torch.
+gpu-install:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e ".[dev]" $(addprefix -e ,$(DISTS)) "skilldistill-distill[gpu]"
+
+clean:
+	rm -rf $(VENV) mlruns mlflow.db .pytest_cache

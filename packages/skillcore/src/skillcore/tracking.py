@@ -1,0 +1,136 @@
+"""MLflow helpers: the one place that resolves the tracking store, opens runs, logs datasets and files.
+
+Every stage logs through these, so runs from the CLI, the services and the pipeline look the same in the
+MLflow UI: a parent run per pipeline invocation, a nested run per stage, each dataset a stage consumes
+or produces logged with ``mlflow.log_input`` (name, digest, context).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from pydantic import BaseModel
+
+DEFAULT_EXPERIMENT = "skilldistill"
+
+
+def resolve_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else MLflow's own default (a local SQLite store)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    return str(mlflow.get_tracking_uri())
+
+
+@contextmanager
+def pipeline_run(
+    run_name: str,
+    *,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open the parent run of a pipeline invocation (or a stage run nested under an active run)."""
+    resolve_tracking_uri()
+    mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run:
+        if params:
+            mlflow.log_params(_flat_params(params))
+        yield run
+
+
+@contextmanager
+def stage_run(
+    stage: str, *, params: Mapping[str, Any] | None = None, experiment: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A run for one stage: nested under the active pipeline run, or standalone when there is none."""
+    if mlflow.active_run() is None:
+        with pipeline_run(
+            stage, experiment=experiment, tags={"skilldistill.stage": stage}, params=params
+        ) as r:
+            yield r
+        return
+    with mlflow.start_run(run_name=stage, nested=True, tags={"skilldistill.stage": stage}) as run:
+        if params:
+            mlflow.log_params(_flat_params(params))
+        yield run
+
+
+def _flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat_params(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def rows_frame(rows: Iterable[Mapping[str, Any] | BaseModel]) -> pd.DataFrame:
+    """A DataFrame of records; nested values (chains, metadata) become JSON strings for MLflow."""
+    dicts = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in rows]
+    frame = pd.DataFrame(dicts)
+    for col in frame.columns:
+        if frame[col].map(lambda v: isinstance(v, dict | list)).any():
+            frame[col] = frame[col].map(lambda v: json.dumps(v, ensure_ascii=False))
+    return frame
+
+
+def log_dataset(
+    data: pd.DataFrame | Iterable[Mapping[str, Any] | BaseModel] | str | Path,
+    *,
+    name: str,
+    context: str,
+    source: str | None = None,
+    targets: str | None = None,
+    artifact: bool = False,
+) -> mlflow.data.pandas_dataset.PandasDataset:
+    """Log a dataset as a run input (``mlflow.log_input``) with its name, digest and context.
+
+    ``data`` may be a DataFrame, records, or a JSONL path. With ``artifact=True`` the rows are also
+    stored as ``datasets/<name>.jsonl`` under the run so the exact data can be downloaded later.
+    """
+    from skillcore.io import read_jsonl
+
+    if isinstance(data, str | Path):
+        source = source or str(Path(data).resolve())
+        frame = rows_frame(read_jsonl(data))
+    elif isinstance(data, pd.DataFrame):
+        frame = data
+    else:
+        frame = rows_frame(data)
+    from_pandas = mlflow.data.from_pandas  # type: ignore[attr-defined]
+    dataset = from_pandas(frame, source=source, name=name, targets=targets)
+    mlflow.log_input(dataset, context=context)
+    if artifact:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.jsonl"
+            frame.to_json(path, orient="records", lines=True, force_ascii=False)
+            mlflow.log_artifact(str(path), artifact_path="datasets")
+    return dataset
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    """Log a JSON-serialisable object (or pydantic model) as a run artifact."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    mlflow.log_dict(obj, artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure (PNG/SVG by extension) or a plotly figure (HTML)."""
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_metrics_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    mlflow.log_table(frame, artifact_file=artifact_file)

@@ -1,0 +1,349 @@
+"""Hierarchical skill trees.
+
+Two input formats are accepted:
+
+* nested ``{"name": ..., "description": ..., "children": [...]}`` JSON, as used by the public SkillMix
+  and EvalTree skill trees (the root's name is kept but excluded from chains);
+* EvalTree's raw ``{"description": ..., "subtrees": ...}`` output, where a dict (or a list of dicts)
+  of subtrees makes an internal node and a list of instance indices or a single integer index makes
+  a leaf. A node's name is its description.
+
+A *chain* (or path) is the list of node names from depth 1 down to a node, root excluded. Node ids are
+derived from the chain only, so they are stable across processes and file orderings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+CHAIN_SEPARATOR = "->"
+DuplicatePolicy = Literal["error", "merge"]
+
+
+class SkillTreeError(ValueError):
+    """A skill tree document is malformed; the message lists every problem found."""
+
+
+@dataclass
+class SkillNode:
+    name: str
+    description: str = ""
+    children: list[SkillNode] = field(default_factory=list)
+    path: tuple[str, ...] = ()
+    index: int = -1  # preorder position in the tree, root = 0
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+    @property
+    def depth(self) -> int:
+        return len(self.path)
+
+    @property
+    def id(self) -> str:
+        return node_id(self.path)
+
+    @property
+    def chain_text(self) -> str:
+        return CHAIN_SEPARATOR.join(self.path)
+
+
+def node_id(path: Sequence[str]) -> str:
+    """Stable id of the node at ``path`` (root excluded): a short hash of the chain."""
+    digest = hashlib.blake2b("\x1f".join(path).encode("utf-8"), digest_size=8).hexdigest()
+    return f"sk-{digest}"
+
+
+@dataclass(frozen=True)
+class DepthStats:
+    n_nodes: int
+    n_leaves: int
+    max_depth: int
+    mean_leaf_depth: float
+    leaves_per_depth: dict[int, int]
+
+
+class SkillTree:
+    """An immutable, validated skill tree with preorder-indexed nodes for vectorised work."""
+
+    def __init__(self, root: SkillNode) -> None:
+        self.root = root
+        self.nodes: list[SkillNode] = []
+        self._by_path: dict[tuple[str, ...], SkillNode] = {}
+        self._index(root, ())
+        n = len(self.nodes)
+        self.parent = np.full(n, -1, dtype=np.int64)
+        self.depth = np.zeros(n, dtype=np.int64)
+        for node in self.nodes:
+            self.depth[node.index] = node.depth
+            for child in node.children:
+                self.parent[child.index] = node.index
+        self.leaf_indices = np.array([nd.index for nd in self.nodes if nd.is_leaf], dtype=np.int64)
+        self._ancestors: list[np.ndarray] = [self._compute_ancestors(i) for i in range(n)]
+
+    # ----------------------------------------------------------------- construction
+    def _index(self, node: SkillNode, path: tuple[str, ...]) -> None:
+        node.path = path
+        node.index = len(self.nodes)
+        self.nodes.append(node)
+        self._by_path[path] = node
+        for child in node.children:
+            self._index(child, (*path, child.name))
+
+    def _compute_ancestors(self, index: int) -> np.ndarray:
+        """Indices of the node and its ancestors, excluding the root (which no chain names)."""
+        out = []
+        while index > 0:
+            out.append(index)
+            index = int(self.parent[index])
+        return np.array(out[::-1], dtype=np.int64)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, duplicates: DuplicatePolicy = "error") -> SkillTree:
+        """Build from either supported JSON shape (detected from the root's keys)."""
+        if not isinstance(data, Mapping):
+            raise SkillTreeError(f"a skill tree must be a JSON object, got {type(data).__name__}")
+        errors: list[str] = []
+        if "subtrees" in data:
+            root = _parse_evaltree(data, (), errors)
+        elif "name" in data or "children" in data:
+            root = _parse_nested(data, (), errors, is_root=True)
+        else:
+            raise SkillTreeError(
+                "unrecognised skill tree: expected a root with 'name'/'children' (nested format) "
+                "or 'description'/'subtrees' (EvalTree raw format)"
+            )
+        if errors:
+            raise SkillTreeError("invalid skill tree:\n  " + "\n  ".join(errors))
+        _resolve_duplicates(root, (), duplicates)
+        if not root.children:
+            raise SkillTreeError("a skill tree needs at least one skill below the root")
+        return cls(root)
+
+    @classmethod
+    def load(cls, path: str | Path, *, duplicates: DuplicatePolicy = "error") -> SkillTree:
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text) if path.suffix in {".yaml", ".yml"} else json.loads(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise SkillTreeError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+        return cls.from_dict(data, duplicates=duplicates)
+
+    # ----------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Compact nested form: ``description`` and ``children`` only where non-empty."""
+        return _node_to_dict(self.root)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        from skillcore.io import atomic_write_text
+
+        path = Path(path)
+        text = self.to_yaml() if path.suffix in {".yaml", ".yml"} else self.to_json(indent=1)
+        atomic_write_text(path, text)
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON (names, descriptions, child order)."""
+        canonical = json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    # ----------------------------------------------------------------- queries
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def leaves(self) -> Iterator[SkillNode]:
+        for i in self.leaf_indices:
+            yield self.nodes[int(i)]
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self.leaf_indices.size)
+
+    def node(self, chain: Sequence[str] | str) -> SkillNode:
+        """The node a chain names (list of names, or names joined by '->'); KeyError if none."""
+        path = parse_chain(chain)
+        try:
+            return self._by_path[path]
+        except KeyError:
+            raise KeyError(f"no skill node at {CHAIN_SEPARATOR.join(path)!r}") from None
+
+    def find(self, chain: Sequence[str] | str) -> SkillNode | None:
+        return self._by_path.get(parse_chain(chain))
+
+    def is_valid_chain(self, chain: Sequence[str] | str, *, to_leaf: bool = True) -> bool:
+        found = self.find(chain)
+        return found is not None and found.index > 0 and (found.is_leaf or not to_leaf)
+
+    def ancestors(self, index: int) -> np.ndarray:
+        """Preorder indices from depth 1 down to ``index`` (root excluded)."""
+        return self._ancestors[index]
+
+    def depth_stats(self) -> DepthStats:
+        leaf_depths = self.depth[self.leaf_indices]
+        values, counts = np.unique(leaf_depths, return_counts=True)
+        return DepthStats(
+            n_nodes=len(self.nodes) - 1,
+            n_leaves=self.n_leaves,
+            max_depth=int(self.depth.max()),
+            mean_leaf_depth=float(leaf_depths.mean()),
+            leaves_per_depth={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+        )
+
+    def truncate(self, max_depth: int) -> SkillTree:
+        """A new tree cut at ``max_depth``: nodes at that depth become leaves."""
+        if max_depth < 1:
+            raise ValueError("max_depth must be at least 1")
+
+        def cut(node: SkillNode, depth: int) -> SkillNode:
+            kids = [] if depth >= max_depth else [cut(c, depth + 1) for c in node.children]
+            return SkillNode(node.name, node.description, kids)
+
+        return SkillTree(cut(self.root, 0))
+
+    def truncate_chain(self, chain: Sequence[str], max_depth: int) -> tuple[str, ...]:
+        return tuple(chain[:max_depth])
+
+
+def parse_chain(chain: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(chain, str):
+        return tuple(part.strip() for part in chain.split(CHAIN_SEPARATOR))
+    return tuple(chain)
+
+
+def format_chain(chain: Sequence[str]) -> str:
+    return CHAIN_SEPARATOR.join(chain)
+
+
+# --------------------------------------------------------------------- parsing helpers
+def _where(path: tuple[str, ...]) -> str:
+    return "<root>" + "".join(f" -> {p}" for p in path)
+
+
+def _check_name(name: Any, path: tuple[str, ...], errors: list[str]) -> str | None:
+    if not isinstance(name, str):
+        errors.append(f"{_where(path)}: node name must be a string, got {type(name).__name__}")
+        return None
+    if not name.strip():
+        errors.append(f"{_where(path)}: empty node name")
+        return None
+    return name.strip()
+
+
+def _parse_nested(data: Any, path: tuple[str, ...], errors: list[str], *, is_root: bool = False) -> SkillNode:
+    if not isinstance(data, Mapping):
+        errors.append(f"{_where(path)}: expected an object with 'name', got {type(data).__name__}")
+        return SkillNode("?")
+    raw_name = data.get("name", "root" if is_root else None)
+    name = "root" if is_root and raw_name is None else _check_name(raw_name, path, errors)
+    description = data.get("description", "") or ""
+    if not isinstance(description, str):
+        errors.append(f"{_where(path)}: description must be a string")
+        description = ""
+    children_raw = data.get("children", [])
+    if children_raw is None:
+        children_raw = []
+    if not isinstance(children_raw, list):
+        errors.append(f"{_where(path)}: 'children' must be a list, got {type(children_raw).__name__}")
+        children_raw = []
+    children = []
+    for i, child in enumerate(children_raw):
+        child_name = child.get("name") if isinstance(child, Mapping) else None
+        label = child_name if isinstance(child_name, str) and child_name.strip() else f"[{i}]"
+        children.append(_parse_nested(child, (*path, label), errors))
+    return SkillNode(name or "?", description, children)
+
+
+def _parse_evaltree(data: Any, path: tuple[str, ...], errors: list[str]) -> SkillNode:
+    if not isinstance(data, Mapping):
+        errors.append(f"{_where(path)}: expected an object with 'subtrees', got {type(data).__name__}")
+        return SkillNode("?")
+    is_root = not path
+    description = data.get("description")
+    name = "root" if is_root and description is None else _check_name(description, path, errors)
+    subtrees = data.get("subtrees")
+    children: list[SkillNode] = []
+    items: list[tuple[str, Any]] = []
+    if isinstance(subtrees, Mapping):
+        items = [(str(k), v) for k, v in subtrees.items()]
+    elif isinstance(subtrees, list) and subtrees and all(isinstance(s, Mapping) for s in subtrees):
+        items = [(f"[{i}]", v) for i, v in enumerate(subtrees)]
+    elif isinstance(subtrees, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in subtrees):
+        pass  # a leaf holding instance indices
+    elif isinstance(subtrees, int) and not isinstance(subtrees, bool):
+        pass  # a leaf holding one instance index
+    else:
+        errors.append(
+            f"{_where(path)}: 'subtrees' must be a dict or list of subtrees, a list of instance "
+            f"indices or one index, got {type(subtrees).__name__}"
+        )
+    for key, child in items:
+        child_desc = child.get("description") if isinstance(child, Mapping) else None
+        label = child_desc if isinstance(child_desc, str) and child_desc.strip() else key
+        children.append(_parse_evaltree(child, (*path, label), errors))
+    # EvalTree's descriptions are the capability names; keep them as both.
+    return SkillNode(name or "?", name or "", children)
+
+
+def _resolve_duplicates(node: SkillNode, path: tuple[str, ...], policy: DuplicatePolicy) -> None:
+    """Find sibling name clashes everywhere; raise listing all, or merge them (recursively)."""
+    offending: list[str] = []
+    _collect_duplicates(node, path, offending)
+    if not offending:
+        return
+    if policy == "error":
+        raise SkillTreeError(
+            "duplicate sibling names (pass duplicates='merge' to merge them):\n  " + "\n  ".join(offending)
+        )
+    warnings.warn(f"merging {len(offending)} duplicate sibling name(s): {offending[:5]}", stacklevel=3)
+    _merge(node)
+
+
+def _collect_duplicates(node: SkillNode, path: tuple[str, ...], out: list[str]) -> None:
+    seen: set[str] = set()
+    reported: set[str] = set()
+    for child in node.children:
+        if child.name in seen and child.name not in reported:
+            out.append(_where((*path, child.name)))
+            reported.add(child.name)
+        seen.add(child.name)
+        _collect_duplicates(child, (*path, child.name), out)
+
+
+def _merge(node: SkillNode) -> None:
+    merged: dict[str, SkillNode] = {}
+    for child in node.children:
+        if child.name in merged:
+            target = merged[child.name]
+            target.children.extend(child.children)
+            if not target.description:
+                target.description = child.description
+        else:
+            merged[child.name] = child
+    node.children = list(merged.values())
+    for child in node.children:
+        _merge(child)
+
+
+def _node_to_dict(node: SkillNode) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": node.name}
+    if node.description:
+        out["description"] = node.description
+    if node.children:
+        out["children"] = [_node_to_dict(c) for c in node.children]
+    return out

@@ -1,0 +1,56 @@
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+from mlflow.tracking import MlflowClient
+from skillcore.records import PoolProblem
+from skillcore.tracking import (
+    log_dataset,
+    log_figure,
+    log_json,
+    pipeline_run,
+    resolve_tracking_uri,
+    stage_run,
+)
+
+
+def test_runs_inputs_and_artifacts_round_trip(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # artifacts land under tmp_path
+    assert resolve_tracking_uri() == uri
+    rows = [PoolProblem(unique_id=f"p{i}", question=f"q{i}", expected_answer=str(i)) for i in range(5)]
+    with (
+        pipeline_run(
+            "distill-test", experiment="skillcore-test", params={"k": 3, "sel": {"T": 0.5}}
+        ) as parent,
+        stage_run("select") as child,
+    ):
+        ds = log_dataset(rows, name="selected", context="training", artifact=True)
+        log_json({"leaves": 3}, "report/summary.json")
+        fig, ax = plt.subplots()
+        ax.bar(["a", "b"], [1, 2])
+        log_figure(fig, "report/target.png")
+        mlflow.log_metric("selected", 5)
+
+    client = MlflowClient(tracking_uri=uri)
+    parent_run = client.get_run(parent.info.run_id)
+    assert parent_run.data.params == {"k": "3", "sel.T": "0.5"}
+    child_run = client.get_run(child.info.run_id)
+    assert child_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child_run.data.tags["skilldistill.stage"] == "select"
+    inputs = child_run.inputs.dataset_inputs
+    assert len(inputs) == 1
+    assert inputs[0].dataset.name == "selected" and inputs[0].dataset.digest == ds.digest
+    assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
+    listed = {a.path for a in client.list_artifacts(child.info.run_id, "report")}
+    assert listed == {"report/summary.json", "report/target.png"}
+    summary = client.download_artifacts(child.info.run_id, "report/summary.json", str(tmp_path))
+    with open(summary) as fh:
+        assert json.load(fh) == {"leaves": 3}
+    data = client.download_artifacts(child.info.run_id, "datasets/selected.jsonl", str(tmp_path))
+    with open(data) as fh:
+        assert sum(1 for _ in fh) == 5

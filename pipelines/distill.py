@@ -1,0 +1,1 @@
+"""End-to-end skill-aware distillation pipeline (placeholder until the stages land)."""
