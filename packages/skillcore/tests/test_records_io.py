@@ -113,3 +113,15 @@ def test_jsonl_round_trip_property(rows):
         path = Path(tmp) / "r.jsonl"
         assert write_jsonl(path, rows) == len(rows)
         assert list(read_jsonl(path)) == [json.loads(json.dumps(r)) for r in rows]
+
+
+def test_question_prompt_matches_paper_wording():
+    from skillcore.prompts import question_messages
+
+    msgs = question_messages("What is 1+1?")
+    assert msgs == [
+        {
+            "role": "user",
+            "content": "Please reason step by step, and put your final answer within \\boxed{}.\n\nQuestion: What is 1+1?",
+        }
+    ]
