@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DISTS := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
+DEMO_MODEL ?= qwen3-tiny-skilldistill-demo
 
-.PHONY: install test demo lint typecheck bench protos gpu-install clean
+.PHONY: install test demo lint typecheck bench gpu-install clean
 
 $(STAMP): constraints.txt pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) pipelines/demo.py
+	$(PY) pipelines/distill.py --registry-model $(DEMO_MODEL)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -29,12 +30,12 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy packages/*/src services/*/src pipelines
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
 # GPU machines: a CUDA torch and vllm, without the CPU pins for torch.
 gpu-install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[dev]" $(addprefix -e ,$(DISTS)) "skilldistill-distill[gpu]"
+	$(PY) -m pip install -e ".[dev]" $(addprefix -e ,$(filter-out packages/distill/,$(DISTS))) -e "packages/distill[gpu]"
 
 clean:
 	rm -rf $(VENV) mlruns mlflow.db .pytest_cache
