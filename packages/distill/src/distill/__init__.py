@@ -1,0 +1,1 @@
+"""skilldistill distillation library: generation engines, answer judging and student profiling."""

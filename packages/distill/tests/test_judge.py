@@ -1,0 +1,142 @@
+"""Answer extraction and judging: every answer form, right and wrong, timeouts, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from distill.judge import JudgeItem, MathJudge, choice_letter, extract_answer, judge_batch, judge_response
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so the answer is \\boxed{42}.", "42"),
+        ("\\boxed{1} then later \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("nested \\boxed{\\frac{\\sqrt{3}}{2}} done", "\\frac{\\sqrt{3}}{2}"),
+        ("set \\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+        ("space form \\boxed 5.", "5"),
+        ("fbox \\fbox{7}", "7"),
+        ("spaced brace \\boxed {9}", "9"),
+        ("truncated last box \\boxed{3} and \\boxed{\\frac{1}{", "3"),
+        ("no box at all: 42", None),
+        ("empty \\boxed{}", None),
+        ("\\boxedfoo{3} is not a box", None),
+    ],
+)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_choice_letter_forms() -> None:
+    assert choice_letter("(C)", gold=True) == "C"
+    assert choice_letter("\\text{(B)}", gold=True) == "B"
+    assert choice_letter("C) 12", gold=False) == "C"
+    assert choice_letter("12", gold=True) is None
+    assert choice_letter("Ea", gold=False) is None
+
+
+# (boxed prediction, expected answer, verdict)
+CASES = [
+    ("\\frac{1}{2}", "0.5", "correct"),  # fraction vs decimal
+    ("0.5", "\\frac12", "correct"),
+    ("\\dfrac{3}{4}", "3/4", "correct"),
+    ("0.75", "0.7", "wrong"),
+    ("\\frac{2}{3}", "\\frac{3}{2}", "wrong"),
+    ("1,000", "1000", "correct"),  # thousands separator
+    ("3.0", "3", "correct"),
+    ("2\\sqrt{3}", "\\sqrt{12}", "correct"),  # LaTeX expressions
+    ("\\sqrt{2}", "\\sqrt{3}", "wrong"),
+    ("\\pi", "\\pi", "correct"),
+    ("50\\%", "50", "correct"),  # percentages
+    ("50\\%", "0.5", "correct"),
+    ("40\\%", "50\\%", "wrong"),
+    ("(1,2]", "(1,2]", "correct"),  # intervals
+    ("[1,2]", "(1,2]", "wrong"),
+    ("(-\\infty, 3)", "(-\\infty,3)", "correct"),
+    ("\\{2, 1\\}", "\\{1,2\\}", "correct"),  # sets, order-free
+    ("\\{1, 3\\}", "\\{1,2\\}", "wrong"),
+    ("C", "C", "correct"),  # multiple-choice letters
+    ("\\text{(C)}", "(C)", "correct"),
+    ("E", "C", "wrong"),
+    ("D) 17", "D", "correct"),
+    ("x = 3", "3", "correct"),
+    ("\\text{no solution}", "\\text{no solution}", "correct"),
+    ("12", "13", "wrong"),
+]
+
+
+@pytest.fixture(scope="module")
+def judge() -> MathJudge:
+    with MathJudge(workers=2, timeout_s=4) as j:
+        yield j
+
+
+def test_every_answer_form(judge: MathJudge) -> None:
+    items = [
+        JudgeItem(unique_id=f"q{i}", response=f"Reasoning... \\boxed{{{pred}}}", expected_answer=gold)
+        for i, (pred, gold, _) in enumerate(CASES)
+    ]
+    verdicts = judge.judge(items)
+    got = [(v.extracted_answer, v.expected_answer, v.status) for v in verdicts]
+    assert got == [(p, g, s) for p, g, s in CASES]
+    assert [v.unique_id for v in verdicts] == [f"q{i}" for i in range(len(CASES))]
+
+
+def test_no_answer_and_sample_index(judge: MathJudge) -> None:
+    items = [
+        JudgeItem(unique_id="a", sample_index=3, response="I think it is 4", expected_answer="4"),
+        JudgeItem(unique_id="a", sample_index=4, response="\\boxed 4", expected_answer="4"),
+    ]
+    v = judge.judge(items)
+    assert [(x.sample_index, x.status, x.extracted_answer) for x in v] == [
+        (3, "no_answer", None),
+        (4, "correct", "4"),
+    ]
+
+
+def test_pathological_expression_times_out_without_hanging(judge: MathJudge) -> None:
+    items = [
+        JudgeItem(unique_id="slow", response="\\boxed{9^{9^{9^{9}}}}", expected_answer="5"),
+        JudgeItem(unique_id="fine", response="\\boxed{5}", expected_answer="5"),
+    ]
+    v = judge.judge(items)
+    assert [x.status for x in v] == ["timeout", "correct"]
+    # the judge keeps working after a timeout (the worker was kept or replaced)
+    assert judge.judge([JudgeItem(unique_id="x", response="\\boxed{2}", expected_answer="2")])[0].correct
+
+
+def test_judge_from_worker_thread(judge: MathJudge) -> None:
+    out: list[str] = []
+
+    def run() -> None:
+        out.extend(
+            v.status
+            for v in judge.judge(
+                [
+                    JudgeItem(unique_id="t1", response="\\boxed{\\frac{1}{4}}", expected_answer="0.25"),
+                    JudgeItem(unique_id="t2", response="\\boxed{9^{9^{9^{9}}}}", expected_answer="1"),
+                ]
+            )
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert out == ["correct", "timeout"]
+
+
+def test_inline_judging_and_helpers() -> None:
+    assert judge_response("\\boxed{\\frac{1}{2}}", "0.5").status == "correct"
+    assert judge_response("nothing", "0.5").status == "no_answer"
+    verdicts = judge_batch(
+        [JudgeItem(unique_id="i", response="\\boxed{3}", expected_answer="4")], workers=0, timeout_s=2
+    )
+    assert verdicts[0].status == "wrong"
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        MathJudge(timeout_s=0)
+    with pytest.raises(ValueError, match="workers"):
+        MathJudge(workers=-1)
