@@ -1,0 +1,38 @@
+"""Session fixtures shared by every package's tests: the offline world and a tiny Qwen3 student.
+
+Fixture names are a contract with the other packages: ``world_tree``, ``world_pool_small``,
+``world_benchmarks_small`` (and ``tiny_student_dir`` once the student exists).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def world_tree():  # type: ignore[no-untyped-def]
+    """The world's skillcore.SkillTree (6 categories, 26 leaves)."""
+    from skillworld import world_tree as _world_tree
+
+    return _world_tree()
+
+
+@pytest.fixture(scope="session")
+def world_pool_small():  # type: ignore[no-untyped-def]
+    """400 TaggedProblems of the teacher pool (seed 0), with chains, metadata and R1-style solutions."""
+    from skillworld import generate_pool
+
+    return generate_pool(400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def world_benchmarks_small():  # type: ignore[no-untyped-def]
+    """The five benchmark suites with 20 problems each (seed 0): dict suite name -> list[TaggedProblem]."""
+    from skillworld import generate_benchmarks
+
+    return generate_benchmarks(seed=0, size=20)
