@@ -1,0 +1,1 @@
+"""skilltagger: the skill-tagging engine, backends, cache, gRPC server, client and CLI."""

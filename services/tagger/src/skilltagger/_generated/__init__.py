@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (python -m skilltagger.protos_gen); do not edit."""

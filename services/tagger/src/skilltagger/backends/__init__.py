@@ -1,0 +1,1 @@
+"""Backends that choose children at each node of the walk."""
