@@ -1,0 +1,201 @@
+"""The tagged pool a selection draws from: ids, chains, per-problem verdict counts, metadata.
+
+A :class:`Pool` is columnar so that 100K-problem pools stay cheap. Build it from skillcore records
+(:meth:`Pool.from_records`, verdicts joined by ``unique_id``), from plain arrays (:meth:`Pool.from_arrays`)
+or from JSONL files (:meth:`Pool.load`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from skillcore.io import read_jsonl
+from skillcore.records import TaggedProblem, Verdict
+
+
+class PoolError(ValueError):
+    """The pool or its verdicts are malformed (duplicate ids, bad counts, unreadable rows)."""
+
+
+@dataclass
+class Pool:
+    """Columnar pool. ``attempts``/``correct`` are per-problem judged-sample counts (0 attempts: unjudged),
+    or ``None`` when no verdicts are known."""
+
+    unique_ids: list[str]
+    chains: list[list[list[str]]]
+    attempts: np.ndarray | None = None
+    correct: np.ndarray | None = None
+    metadata: list[dict[str, Any]] | None = None
+    records: list[TaggedProblem] | None = None
+    n_unmatched_verdicts: int = 0
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.unique_ids)
+        if len(self.chains) != n:
+            raise PoolError(f"length mismatch: {n} unique_ids but {len(self.chains)} chain lists")
+        for name in ("metadata", "records"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise PoolError(f"length mismatch: {n} unique_ids but {len(value)} {name}")
+        if (self.attempts is None) != (self.correct is None):
+            raise PoolError("give both attempts and correct, or neither")
+        if self.attempts is not None and self.correct is not None:
+            self.attempts = np.asarray(self.attempts, dtype=np.int64)
+            self.correct = np.asarray(self.correct, dtype=np.int64)
+            if self.attempts.shape != (n,) or self.correct.shape != (n,):
+                raise PoolError(f"attempts and correct must be 1-D arrays of length {n}")
+            if np.any(self.attempts < 0) or np.any(self.correct < 0) or np.any(self.correct > self.attempts):
+                raise PoolError("attempts and correct must satisfy 0 <= correct <= attempts")
+        index: dict[str, int] = {}
+        duplicates: list[str] = []
+        for i, uid in enumerate(self.unique_ids):
+            if not isinstance(uid, str) or not uid:
+                raise PoolError(f"row {i}: unique_id must be a non-empty string, got {uid!r}")
+            if uid in index:
+                duplicates.append(uid)
+            index[uid] = i
+        if duplicates:
+            raise PoolError(
+                f"{len(duplicates)} duplicate unique_id(s) in the pool, e.g. {duplicates[:5]}; "
+                "ids must be unique (de-duplicate the pool first)"
+            )
+        self._index = index
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        unique_ids: Sequence[str],
+        chains: Sequence[Sequence[Sequence[str]]],
+        attempts: Sequence[int] | np.ndarray | None = None,
+        correct: Sequence[int] | np.ndarray | None = None,
+        *,
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> Pool:
+        return cls(
+            unique_ids=list(unique_ids),
+            chains=[[list(c) for c in cs] for cs in chains],
+            attempts=None if attempts is None else np.asarray(attempts, dtype=np.int64),
+            correct=None if correct is None else np.asarray(correct, dtype=np.int64),
+            metadata=None if metadata is None else list(metadata),
+        )
+
+    @classmethod
+    def from_records(cls, tagged: Iterable[TaggedProblem], verdicts: Iterable[Verdict] | None = None) -> Pool:
+        """Join verdicts to problems by ``unique_id``; several samples per problem are counted.
+
+        Verdicts for ids not in the pool are counted in ``n_unmatched_verdicts`` and otherwise ignored;
+        a repeated ``(unique_id, sample_index)`` pair is an error.
+        """
+        records = list(tagged)
+        pool = cls(
+            unique_ids=[r.unique_id for r in records],
+            chains=[r.chains for r in records],
+            metadata=[r.metadata for r in records],
+            records=records,
+        )
+        if verdicts is not None:
+            pool._join_verdicts(verdicts)
+        return pool
+
+    def _join_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        attempts = np.zeros(self.n, dtype=np.int64)
+        correct = np.zeros(self.n, dtype=np.int64)
+        seen: set[tuple[str, int]] = set()
+        unmatched = 0
+        for v in verdicts:
+            key = (v.unique_id, v.sample_index)
+            if key in seen:
+                raise PoolError(f"duplicate verdict for unique_id={v.unique_id!r} sample_index={v.sample_index}")
+            seen.add(key)
+            i = self._index.get(v.unique_id)
+            if i is None:
+                unmatched += 1
+                continue
+            attempts[i] += 1
+            correct[i] += int(v.correct)
+        self.attempts, self.correct, self.n_unmatched_verdicts = attempts, correct, unmatched
+
+    @classmethod
+    def load(cls, pool_path: str | Path, verdicts_path: str | Path | None = None) -> Pool:
+        """Read TaggedProblem JSONL (and optionally Verdict JSONL); errors name the file and line."""
+        tagged = [_validate(TaggedProblem, row, pool_path, n) for n, row in _numbered(pool_path)]
+        verdicts = None
+        if verdicts_path is not None:
+            verdicts = [_validate(Verdict, row, verdicts_path, n) for n, row in _numbered(verdicts_path)]
+        return cls.from_records(tagged, verdicts)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def n(self) -> int:
+        return len(self.unique_ids)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def has_verdicts(self) -> bool:
+        return self.attempts is not None
+
+    def index_of(self, unique_id: str) -> int | None:
+        return self._index.get(unique_id)
+
+    def judged_mask(self) -> np.ndarray | None:
+        return None if self.attempts is None else self.attempts > 0
+
+    def correct_mask(self) -> np.ndarray | None:
+        """A judged problem is student-correct when more than half of its attempts are correct."""
+        if self.attempts is None or self.correct is None:
+            return None
+        return (self.attempts > 0) & (2 * self.correct > self.attempts)
+
+    def row(self, i: int) -> dict[str, Any]:
+        """The output row for problem ``i``: the full TaggedProblem when known, else id, chains, metadata."""
+        if self.records is not None:
+            return self.records[i].model_dump()
+        out: dict[str, Any] = {"unique_id": self.unique_ids[i], "chains": self.chains[i]}
+        if self.metadata is not None:
+            out["metadata"] = self.metadata[i]
+        return out
+
+
+def _numbered(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    # read_jsonl skips blank lines, so count rows, not file lines, for the error message
+    return enumerate(read_jsonl(path), start=1)
+
+
+def _validate(model: type[Any], row: dict[str, Any], path: str | Path, n: int) -> Any:
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise PoolError(f"{path}: row {n}: not a {model.__name__}: {where}: {first['msg']}") from exc
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """Ids from a JSONL file (the ``unique_id`` of each row) or a text file (one id per line)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    ids: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            import json
+
+            row = json.loads(line)
+            if "unique_id" not in row:
+                raise PoolError(f"{path}: a JSON row without unique_id: {line[:80]}")
+            ids.append(str(row["unique_id"]))
+        else:
+            ids.append(line)
+    return ids
