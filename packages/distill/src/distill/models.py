@@ -1,0 +1,116 @@
+"""Model references: Hugging Face ids, local directories, MLflow ``models:/name/version`` and ``models:/name@alias``.
+
+``resolve_model`` turns a reference into something ``from_pretrained`` (and vLLM, and ``transformers
+serve``) accept: a local directory for local and MLflow models, the id itself for Hub ids. MLflow models
+are downloaded once into a cache folder keyed by name and version (an alias is resolved to its version
+first, so moving the alias fetches the new version).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+MLFLOW_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w\-.]+))$")
+HF_ID = re.compile(r"^[A-Za-z0-9][\w\-.]*(/[\w\-.]+)?$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+class ModelRefError(ValueError):
+    """A model reference is malformed or does not point to a model."""
+
+
+def model_cache_dir() -> Path:
+    root = os.environ.get("SKILLDISTILL_CACHE") or Path.home() / ".cache" / "skilldistill"
+    return Path(root) / "models"
+
+
+def is_mlflow_uri(ref: str) -> bool:
+    return ref.startswith("models:/")
+
+
+def parse_mlflow_uri(ref: str) -> tuple[str, str | None, str | None]:
+    """``models:/name/3`` -> (name, "3", None); ``models:/name@champion`` -> (name, None, "champion")."""
+    match = MLFLOW_URI.match(ref)
+    if not match:
+        raise ModelRefError(
+            f"not an MLflow model URI: {ref!r} (expected models:/name/version or models:/name@alias)"
+        )
+    return match["name"], match["version"], match["alias"]
+
+
+def resolve_model(ref: str | Path, *, cache_dir: str | Path | None = None) -> str:
+    """A local directory (local and MLflow models) or the Hub id itself."""
+    text = str(ref)
+    if is_mlflow_uri(text):
+        return str(_resolve_mlflow(text, Path(cache_dir) if cache_dir else model_cache_dir()))
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelRefError(f"{path} is a directory but holds no config.json (not a saved model)")
+        return str(path.resolve())
+    if path.exists():
+        raise ModelRefError(f"{path} is a file; a model reference is a directory, a Hub id or models:/...")
+    if text.startswith((".", "/", "~")) or not HF_ID.match(text):
+        raise ModelRefError(f"model {text!r} is not a local directory, a Hugging Face id or a models:/ URI")
+    return text
+
+
+def _resolve_mlflow(ref: str, cache: Path) -> Path:
+    import mlflow
+    from mlflow import MlflowClient
+    from skillcore.tracking import resolve_tracking_uri
+
+    resolve_tracking_uri()
+    name, version, alias = parse_mlflow_uri(ref)
+    client = MlflowClient()
+    try:
+        if alias is not None:
+            version = str(client.get_model_version_by_alias(name, alias).version)
+        else:
+            client.get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException as exc:
+        raise ModelRefError(f"{ref}: {exc.message}") from exc
+    target = cache / _safe(name) / str(version)
+    if (target / "config.json").is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+        staged = _assemble(Path(tmp), ref)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # a concurrent download finished first
+            shutil.rmtree(staged)
+        else:
+            staged.rename(target)
+    return target
+
+
+def _assemble(root: Path, ref: str) -> Path:
+    """One folder with the weights' config and the tokenizer, from any MLflow layout.
+
+    ``mlflow.transformers`` keeps the model under ``model/`` and the tokenizer under
+    ``components/tokenizer/``; a plain ``log_artifacts`` of a saved folder keeps them together.
+    """
+    configs = sorted(root.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise ModelRefError(f"{ref}: the downloaded model holds no config.json")
+    model_dir = configs[0].parent
+    if not any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
+        tokenizers = sorted(
+            {p.parent for f in _TOKENIZER_FILES for p in root.rglob(f)}, key=lambda p: len(p.parts)
+        )
+        if tokenizers:
+            for item in tokenizers[0].iterdir():
+                if item.is_file() and not (model_dir / item.name).exists():
+                    shutil.copy2(item, model_dir / item.name)
+    staged = root / "_resolved"
+    shutil.move(str(model_dir), staged)
+    return staged
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w\-.]", "_", name)
