@@ -73,7 +73,9 @@ def main() -> None:
         for strategy in ("skill", "skill-match", "random", "balanced"):
             run(pool, tree, strategy, args.k, args.repeats if strategy != "skill-match" else 1)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"process max RSS (resource.getrusage, whole run incl. interpreter, numpy, scipy, pandas): {rss:.0f} MiB")
+    print(
+        f"process max RSS (resource.getrusage, whole run incl. interpreter, numpy, scipy, pandas): {rss:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

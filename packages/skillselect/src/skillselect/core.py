@@ -59,7 +59,9 @@ class SelectConfig(BaseModel):
             raise ValueError("use_posterior and smoothing are alternatives; set only one")
         low, high = self.difficulty_band
         if not low <= high:
-            raise ValueError(f"difficulty_band must be (low, high) with low <= high, got {self.difficulty_band}")
+            raise ValueError(
+                f"difficulty_band must be (low, high) with low <= high, got {self.difficulty_band}"
+            )
         if self.prior is not None and min(self.prior) <= 0:
             raise ValueError("prior parameters must be positive")
         return self
@@ -233,16 +235,6 @@ def skill_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> S
     return StrategyResult(rows, _normalised(ctx.weight), available, via, draws, info)
 
 
-@register_strategy("balanced", description="uniform over leaves, then a problem in the leaf")
-def balanced_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> StrategyResult:
-    """The leaf sampler with equal weight on every leaf that has a candidate problem."""
-    eligible = ctx.eligible(need_leaf=True, need_judged=False)
-    present = np.asarray(ctx.matrix[np.flatnonzero(eligible)].sum(axis=0)).ravel() > 0
-    weight = present.astype(np.float64)
-    rows, via, draws, available, info = _sample_leaves(ctx, eligible, weight, k, rng)
-    return StrategyResult(rows, _normalised(weight), available, via, draws, info)
-
-
 @register_strategy("skill-match", needs_accuracy=True, description="greedy L2 matching of the leaf histogram")
 def match_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> StrategyResult:
     """Matching sampler: add problems one at a time, each time the one that brings the selection's
@@ -309,6 +301,16 @@ def difficulty_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator)
     rows, available = _uniform(ctx, eligible, k, rng, f"candidate problems with {name} in [{low}, {high}]")
     info = {"n_missing_difficulty": int(np.isnan(values).sum()), "n_in_band": int(in_band.sum())}
     return StrategyResult(rows, ctx.leaf_share(np.flatnonzero(eligible)), available, info=info)
+
+
+@register_strategy("balanced", description="uniform over leaves, then a problem in the leaf")
+def balanced_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> StrategyResult:
+    """The leaf sampler with equal weight on every leaf that has a candidate problem."""
+    eligible = ctx.eligible(need_leaf=True, need_judged=False)
+    present = np.asarray(ctx.matrix[np.flatnonzero(eligible)].sum(axis=0)).ravel() > 0
+    weight = present.astype(np.float64)
+    rows, via, draws, available, info = _sample_leaves(ctx, eligible, weight, k, rng)
+    return StrategyResult(rows, _normalised(weight), available, via, draws, info)
 
 
 def _as_float(value: Any) -> float:

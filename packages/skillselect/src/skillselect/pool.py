@@ -113,7 +113,9 @@ class Pool:
         for v in verdicts:
             key = (v.unique_id, v.sample_index)
             if key in seen:
-                raise PoolError(f"duplicate verdict for unique_id={v.unique_id!r} sample_index={v.sample_index}")
+                raise PoolError(
+                    f"duplicate verdict for unique_id={v.unique_id!r} sample_index={v.sample_index}"
+                )
             seen.add(key)
             i = self._index.get(v.unique_id)
             if i is None:

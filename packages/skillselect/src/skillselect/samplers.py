@@ -7,7 +7,6 @@ indices in selection order. They are deterministic for a given ``numpy.random.Ge
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -182,19 +181,13 @@ def greedy_match(
     g_side = np.asarray(group_side, dtype=bool)
     left = {True: int(sizes[g_side].sum()), False: int(sizes[~g_side].sum())}
 
-    exact_t = [Fraction(float(x)) for x in target]
-    exact_tau: dict[int, Fraction] = {}
-
-    def tau_of(g: int) -> Fraction:
-        value = exact_tau.get(g)
-        if value is None:
-            value = exact_tau[g] = sum((exact_t[int(l_)] for l_ in group_leaves[g]), Fraction(0))
-        return value
+    head = np.array([mem[0] for mem in members], dtype=np.int64)  # lowest unused row per group
+    exact = _ExactTau(target, group_leaves)
 
     counts = np.zeros(n_leaves, dtype=np.int64)
     m = 0
     q = 0
-    p_exact = Fraction(0)
+    p_scaled = 0  # c.t exactly, scaled by 2**exact.scale
     out: list[int] = []
     n_correct = 0
     for step in range(k):
@@ -215,11 +208,13 @@ def greedy_match(
         best = int(np.argmin(score))
         near = np.flatnonzero(score <= score[best] + TIE_TOLERANCE)
         if near.size > 1:
-            best = _exact_best(near, kg, alpha, taken, members, tau_of, q, m, p_exact)
-        row = members[best][taken[best]]
+            best = _exact_best(near, kg, alpha, head, exact, q, m, p_scaled)
+        row = int(head[best])
         taken[best] += 1
         if taken[best] == sizes[best]:
             dead[best] = True
+        else:
+            head[best] = members[best][taken[best]]
         left[bool(g_side[best])] -= 1
         n_correct += int(g_side[best]) if side is not None else 0
         out.append(row)
@@ -228,34 +223,77 @@ def greedy_match(
             counts[leaf] += 1
             m += 1
             alpha[by_leaf.indices[by_leaf.indptr[leaf] : by_leaf.indptr[leaf + 1]]] += 1.0
-        p_exact += tau_of(best)
+        p_scaled += exact.tau(best)
     return np.asarray(out, dtype=np.int64)
+
+
+class _ExactTau:
+    """Exact per-group target sums: every target entry is a binary fraction, so scaled by a common
+    power of two they are Python integers; ``rank`` orders groups by their exact sum (ties share a rank)."""
+
+    def __init__(self, target: np.ndarray, group_leaves: list[np.ndarray]) -> None:
+        fractions = [Fraction(float(x)) for x in target]
+        self.scale = max((f.denominator.bit_length() - 1 for f in fractions), default=0)
+        self.t = [f.numerator << (self.scale - (f.denominator.bit_length() - 1)) for f in fractions]
+        self.group_leaves = group_leaves
+        self._tau: list[int] | None = None
+        self._rank: np.ndarray | None = None
+
+    def _build(self) -> None:
+        t = self.t
+        self._tau = [sum(t[i] for i in leaves.tolist()) for leaves in self.group_leaves]
+        order = sorted(range(len(self._tau)), key=self._tau.__getitem__)
+        rank = np.zeros(len(order), dtype=np.int64)
+        current, previous = -1, None
+        for g in order:
+            if self._tau[g] != previous:
+                current, previous = current + 1, self._tau[g]
+            rank[g] = current
+        self._rank = rank
+
+    def tau(self, g: int) -> int:
+        if self._tau is None:
+            self._build()
+        assert self._tau is not None
+        return self._tau[g]
+
+    def rank(self) -> np.ndarray:
+        if self._rank is None:
+            self._build()
+        assert self._rank is not None
+        return self._rank
 
 
 def _exact_best(
     near: np.ndarray,
     kg: np.ndarray,
     alpha: np.ndarray,
-    taken: np.ndarray,
-    members: list[list[int]],
-    tau_of: Callable[[int], Fraction],
+    head: np.ndarray,
+    exact: _ExactTau,
     q: int,
     m: int,
-    p_exact: Fraction,
+    p_scaled: int,
 ) -> int:
-    """Among near-tied groups, the one with the smallest exact objective, then the lowest next row."""
-    cache: dict[tuple[int, int, Fraction], Fraction] = {}
+    """Among near-tied groups, the one with the smallest exact objective, then the lowest next row.
+
+    For a fixed (k_e, a_e) the objective falls as tau_e grows, so only the largest-tau group (lowest next
+    row among equals) of each (k_e, a_e) pair can win; those few are compared exactly."""
+    k_e = kg[near].astype(np.int64)
+    a_e = alpha[near].astype(np.int64)
+    order = np.lexsort((head[near], -exact.rank()[near], a_e, k_e))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (k_e[order][1:] != k_e[order][:-1]) | (a_e[order][1:] != a_e[order][:-1])
     best_key: tuple[Fraction, int] | None = None
     best_group = -1
-    for g in near.tolist():
-        k_e, a_e = int(kg[g]), int(alpha[g])
-        t_e = tau_of(g)
-        sig = (k_e, a_e, t_e)
-        value = cache.get(sig)
-        if value is None:
-            denom = m + k_e
-            value = cache[sig] = Fraction(q + 2 * a_e + k_e, denom * denom) - 2 * (p_exact + t_e) / denom
-        key = (value, members[g][taken[g]])
+    scale = 1 << exact.scale
+    for pos in order[first].tolist():
+        g = int(near[pos])
+        k_g, a_g = int(k_e[pos]), int(a_e[pos])
+        denom = m + k_g
+        value = Fraction(q + 2 * a_g + k_g, denom * denom) - Fraction(
+            2 * (p_scaled + exact.tau(g)), denom * scale
+        )
+        key = (value, int(head[g]))
         if best_key is None or key < best_key:
             best_key, best_group = key, g
     return best_group
@@ -273,7 +311,7 @@ def naive_match(
 
     Same candidates, side schedule and tie rule (lowest row index) as :func:`greedy_match`; for tests.
     """
-    dense = np.asarray(matrix.todense() if sp.issparse(matrix) else matrix)
+    dense = sp.csr_matrix(matrix).toarray() if sp.issparse(matrix) else np.asarray(matrix)
     x = (dense > 0).astype(np.int64)
     n_rows, n_leaves = x.shape
     t = [Fraction(float(v)) for v in np.asarray(target, dtype=np.float64)]
