@@ -33,22 +33,22 @@ def make_pool(n_leaves: int, n_problems: int, seed: int = 0) -> tuple[Pool, obje
     return Pool.from_arrays(ids, chains, attempts, correct), tree
 
 
-def run(pool: Pool, tree: object, strategy: str, k: int, repeats: int) -> None:
+def run(pool: Pool, tree: object, strategy: str, k: int, repeats: int, **options: object) -> None:
     times, prep, strat = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        sel = select(pool, tree, k=k, strategy=strategy, seed=0)  # type: ignore[arg-type]
+        sel = select(pool, tree, k=k, strategy=strategy, seed=0, **options)  # type: ignore[arg-type]
         times.append(time.perf_counter() - start)
         prep.append(sel.summary["prepare_s"])
         strat.append(sel.summary["strategy_s"])
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    select(pool, tree, k=k, strategy=strategy, seed=0)  # type: ignore[arg-type]
+    select(pool, tree, k=k, strategy=strategy, seed=0, **options)  # type: ignore[arg-type]
     peak = (tracemalloc.get_traced_memory()[1] - base) / 2**20
     tracemalloc.stop()
     best = int(np.argmin(times))
     print(
-        f"  {strategy:<12} K={k}: total best {times[best]:.3f} s (prepare {prep[best]:.3f} s + strategy "
+        f"  {strategy:<12} K={k}{' ' + str(options) if options else ''}: total best {times[best]:.3f} s (prepare {prep[best]:.3f} s + strategy "
         f"{strat[best]:.3f} s), median {sorted(times)[len(times) // 2]:.3f} s over {repeats}; "
         f"tracemalloc peak {peak:.0f} MiB; {sel.summary['n_selected']} selected, "
         f"L2 to target {sel.summary['l2_to_target']:.4f}"
@@ -72,6 +72,10 @@ def main() -> None:
         )
         for strategy in ("skill", "skill-match", "random", "balanced"):
             run(pool, tree, strategy, args.k, args.repeats if strategy != "skill-match" else 1)
+        # tie-heavy matching (equal weights) and the correct-portion constraint
+        run(pool, tree, "skill-match", args.k, 1, temperature=0.0)
+        run(pool, tree, "skill-match", args.k, 1, correct_portion=0.3)
+        run(pool, tree, "skill", args.k, args.repeats, correct_portion=0.3, use_posterior=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"process max RSS (resource.getrusage, whole run incl. interpreter, numpy, scipy, pandas): {rss:.0f} MiB"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from skillcore.io import read_jsonl
+from skillcore.io import iter_rows
 from skillcore.records import TaggedProblem, Verdict
 
 
@@ -127,7 +127,8 @@ class Pool:
 
     @classmethod
     def load(cls, pool_path: str | Path, verdicts_path: str | Path | None = None) -> Pool:
-        """Read TaggedProblem JSONL (and optionally Verdict JSONL); errors name the file and line."""
+        """Read TaggedProblem rows (and optionally Verdict rows) from JSONL files or ``hf://`` datasets;
+        errors name the file and row."""
         tagged = [_validate(TaggedProblem, row, pool_path, n) for n, row in _numbered(pool_path)]
         verdicts = None
         if verdicts_path is not None:
@@ -169,8 +170,8 @@ class Pool:
 
 
 def _numbered(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    # read_jsonl skips blank lines, so count rows, not file lines, for the error message
-    return enumerate(read_jsonl(path), start=1)
+    # JSONL (blank lines skipped, so rows are counted, not file lines) or an hf://owner/name[:split] dataset
+    return enumerate(iter_rows(path), start=1)
 
 
 def _validate(model: type[Any], row: dict[str, Any], path: str | Path, n: int) -> Any:
