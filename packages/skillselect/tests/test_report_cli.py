@@ -162,3 +162,46 @@ def test_console_script_and_mlflow_flag(tree, tmp_path):
     run_id = json.loads(done.stdout)["mlflow_run_id"]
     run = MlflowClient(tracking_uri=uri).get_run(run_id)
     assert run.data.metrics["n_selected"] == 8
+
+
+def test_cli_option_plumbing(tree, tmp_path):
+    tagged, verdicts = write_inputs(tree, tmp_path)
+    base = ["select", "--pool", str(tmp_path / "pool.jsonl"), "--verdicts", str(tmp_path / "verdicts.jsonl")]
+    base += ["--tree", str(tmp_path / "tree.json"), "--report-dir", str(tmp_path / "r")]
+    flags = [
+        "--k",
+        "12",
+        "--strategy",
+        "skill-match",
+        "--posterior",
+        "--prior",
+        "2,3",
+        "--correct-portion",
+        "0.5",
+    ]
+    flags += ["--skill", "Algebra", "--skill", "Counting", "--max-depth", "2"]
+    result = CliRunner().invoke(app, [*base, *flags])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n_selected_correct"] == 6
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())["config"]
+    assert (
+        saved["prior"] == [2.0, 3.0]
+        and saved["skills"] == ["Algebra", "Counting"]
+        and saved["max_depth"] == 2
+    )
+    report = pd.read_csv(tmp_path / "r" / "report.csv")
+    assert report["chain"].tolist() == ["Algebra->Linear", "Algebra->Quadratic", "Counting"]
+    expected = select(
+        Pool.from_records(tagged, verdicts),
+        tree,
+        k=12,
+        strategy="skill-match",
+        use_posterior=True,
+        prior=(2.0, 3.0),
+        correct_portion=0.5,
+        skills=["Algebra", "Counting"],
+        max_depth=2,
+    )
+    assert (tmp_path / "r" / "selected_ids.txt").read_text().split() == expected.unique_ids
+    bad = CliRunner().invoke(app, [*base, "--prior", "2"])
+    assert bad.exit_code == 2 and "alpha,beta" in bad.output

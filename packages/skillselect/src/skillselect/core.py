@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -485,7 +486,7 @@ class Selection:
 
         return selection_figure(self, top=top)
 
-    def save(self, out: str | Any | None = None, report_dir: str | Any | None = None) -> None:
+    def save(self, out: str | Path | None = None, report_dir: str | Path | None = None) -> None:
         from skillselect.report import save_selection
 
         save_selection(self, out=out, report_dir=report_dir)
