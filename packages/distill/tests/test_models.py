@@ -1,0 +1,69 @@
+"""Model references: local directories, Hub ids, MLflow models:/name/version and models:/name@alias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from distill.models import ModelRefError, parse_mlflow_uri, resolve_model
+
+
+def test_local_and_hub_references(student_dir: Path, tmp_path: Path) -> None:
+    assert resolve_model(student_dir) == str(student_dir.resolve())
+    assert resolve_model("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelRefError, match=r"no config\.json"):
+        resolve_model(tmp_path / "empty")
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(ModelRefError, match="is a file"):
+        resolve_model(tmp_path / "f.txt")
+    with pytest.raises(ModelRefError, match="not a local directory"):
+        resolve_model("./missing/dir")
+    with pytest.raises(ModelRefError, match="not an MLflow model URI"):
+        resolve_model("models:/bad/uri/extra")
+
+
+def test_parse_mlflow_uri() -> None:
+    assert parse_mlflow_uri("models:/student/3") == ("student", "3", None)
+    assert parse_mlflow_uri("models:/student@champion") == ("student", None, "champion")
+
+
+def test_mlflow_registry_round_trip(
+    student_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("models-test")
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    with mlflow.start_run():
+        mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tokenizer},
+            name="student",
+            task="text-generation",
+            pip_requirements=["transformers", "torch"],
+            registered_model_name="tiny-student",
+        )
+    MlflowClient().set_registered_model_alias("tiny-student", "champion", "1")
+
+    cache = tmp_path / "cache"
+    by_version = Path(resolve_model("models:/tiny-student/1", cache_dir=cache))
+    by_alias = Path(resolve_model("models:/tiny-student@champion", cache_dir=cache))
+    assert by_version == by_alias == cache / "tiny-student" / "1"
+    assert (by_version / "config.json").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(by_version)
+    assert loaded.config.vocab_size == model.config.vocab_size
+    assert AutoTokenizer.from_pretrained(by_version).chat_template == tokenizer.chat_template
+
+    # cached: a second resolution does not download again
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **_: pytest.fail("downloaded twice"))
+    assert Path(resolve_model("models:/tiny-student@champion", cache_dir=cache)) == by_version
+
+    with pytest.raises(ModelRefError, match="tiny-student"):
+        resolve_model("models:/tiny-student@nonexistent", cache_dir=cache)
+    with pytest.raises(ModelRefError):
+        resolve_model("models:/tiny-student/7", cache_dir=cache)
