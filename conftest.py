@@ -1,7 +1,7 @@
 """Session fixtures shared by every package's tests: the offline world and a tiny Qwen3 student.
 
 Fixture names are a contract with the other packages: ``world_tree``, ``world_pool_small``,
-``world_benchmarks_small`` (and ``tiny_student_dir`` once the student exists).
+``world_benchmarks_small``, ``tiny_student_dir``.
 """
 
 from __future__ import annotations
@@ -36,3 +36,13 @@ def world_benchmarks_small():  # type: ignore[no-untyped-def]
     from skillworld import generate_benchmarks
 
     return generate_benchmarks(seed=0, size=20)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Path to a tiny Qwen3 student (model + tokenizer, save_pretrained layout) trained for about a minute:
+    it usually answers in the ``<think>...</think> ... \\boxed{...}`` shape. Cached across sessions under
+    $SKILLWORLD_CACHE (default ~/.cache/skillworld); each session gets its own writable copy."""
+    from skillworld.testing import quick_student
+
+    return quick_student(tmp_path_factory.mktemp("tiny-student") / "model")

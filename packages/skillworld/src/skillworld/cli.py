@@ -48,6 +48,87 @@ def generate(
     )
 
 
+@app.command()
+def bootstrap(
+    out: Annotated[Path, typer.Option("--out", help="Where the trained student is saved")] = Path(
+        "artifacts/qwen3-tiny-base"
+    ),
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    n_problems: Annotated[
+        int, typer.Option("--n-problems", min=1, help="Size of the skewed training mix")
+    ] = 12_800,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01)] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 3e-3,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", help="Stop training after this many seconds")
+    ] = None,
+    registered_name: Annotated[str, typer.Option("--registered-name")] = "qwen3-tiny-base",
+    alias: Annotated[str, typer.Option("--alias")] = "base",
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Log to MLflow and register")
+    ] = True,
+    force: Annotated[bool, typer.Option("--force", help="Train even if the registered model exists")] = False,
+) -> None:
+    """Train the tiny Qwen3 student from scratch on a skewed mix; save, log to MLflow and register it."""
+    from skillworld.bootstrap import BootstrapConfig
+    from skillworld.bootstrap import bootstrap as run_bootstrap
+
+    config = BootstrapConfig(
+        seed=seed,
+        n_problems=n_problems,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        time_budget_s=time_budget,
+    )
+    result = run_bootstrap(
+        out, config, register=register, registered_name=registered_name, alias=alias, force=force
+    )
+    if result.skipped:
+        typer.echo(
+            f"{registered_name} is already registered ({result.model_uri}); nothing to do (use --force to retrain)"
+        )
+        return
+    train = result.train
+    typer.echo(
+        f"trained {train['steps']} steps ({train['examples_seen']} examples, {train['tokens_seen']} tokens) "
+        f"in {train['seconds']:.0f}s, final loss {train['final_loss']:.3f}; saved to {out}"
+    )
+    if result.model_uri:
+        typer.echo(f"registered as {result.model_uri} (run {result.run_id}); total {result.seconds:.0f}s")
+
+
+@app.command("baseline-profile")
+def baseline_profile(
+    model: Annotated[
+        str, typer.Option("--model", help="Model directory or models:/name@alias")
+    ] = "models:/qwen3-tiny-base@base",
+    out: Annotated[Path, typer.Option("--out", help="Folder for attempts, verdicts and the report")] = Path(
+        "artifacts/baseline-profile"
+    ),
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    suite_size: Annotated[int, typer.Option("--suite-size", min=1)] = 200,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 384,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0: greedy")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+) -> None:
+    """Evaluate the student on the five benchmark suites and print its per-leaf accuracy table."""
+    from skillworld.baseline import format_table, run_baseline_profile
+
+    report = run_baseline_profile(
+        model,
+        out,
+        seed=seed,
+        suite_size=suite_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+    )
+    typer.echo(format_table(report))
+    typer.echo(f"report: {out / 'baseline_report.json'}")
+
+
 def main() -> None:
     app()
 

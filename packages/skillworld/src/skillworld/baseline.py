@@ -1,0 +1,127 @@
+"""Baseline profile: the student's per-leaf accuracy on the five benchmark suites.
+
+Generation and judging are ``distill``'s (the ``hf`` engine and math-verify judge through
+``distill.profiling.profile_student``, resumable per suite); this module only picks the problems and
+tabulates leaf x suite accuracy. A problem counts toward every leaf its chains name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from skillcore import TaggedProblem, Verdict
+from skillcore.io import atomic_write_text
+
+from skillworld.world import generate_benchmarks, leaf_names, world_tree
+
+
+def leaf_accuracy(
+    problems: Sequence[TaggedProblem], verdicts: Sequence[Verdict]
+) -> dict[str, dict[str, float | int]]:
+    """Leaf name -> {"n": attempts, "correct": count, "accuracy": fraction}."""
+    by_id = {p.unique_id: p for p in problems}
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for verdict in verdicts:
+        problem = by_id.get(verdict.unique_id)
+        if problem is None:
+            continue
+        for leaf in {chain[-1] for chain in problem.chains}:
+            counts[leaf][0] += 1
+            counts[leaf][1] += int(verdict.correct)
+    return {
+        leaf: {"n": n, "correct": c, "accuracy": c / n if n else float("nan")}
+        for leaf, (n, c) in sorted(counts.items())
+    }
+
+
+def run_baseline_profile(
+    model: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    suite_size: int = 200,
+    max_new_tokens: int = 384,
+    temperature: float = 0.0,
+    batch_size: int = 64,
+    suites: Mapping[str, Sequence[TaggedProblem]] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Profile ``model`` on every suite (resumable per suite folder) and write ``baseline_report.json``."""
+    from distill.engines import SamplingConfig, make_engine
+    from distill.judge import MathJudge
+    from distill.profiling import ProfileConfig, profile_student
+
+    out = Path(out_dir)
+    suites = suites if suites is not None else generate_benchmarks(seed, suite_size)
+    tree = world_tree()
+    config = ProfileConfig(
+        sampling=SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
+        chunk_size=max(batch_size, 64),
+    )
+    engine = make_engine("hf", model, batch_size=batch_size, device="cpu")
+    per_suite: dict[str, dict[str, Any]] = {}
+    all_problems: list[TaggedProblem] = []
+    all_verdicts: list[Verdict] = []
+    with MathJudge(timeout_s=config.judge_timeout_s) as judge:
+        for name, problems in suites.items():
+            result = profile_student(
+                engine,
+                tree,
+                list(problems),
+                out_dir=out / name,
+                config=config,
+                judge=judge,
+                progress=progress,
+            )
+            per_suite[name] = {
+                "accuracy": result.accuracy,
+                "n": len(result.verdicts),
+                "leaves": leaf_accuracy(list(problems), result.verdicts),
+                "status": result.status_counts(),
+            }
+            all_problems.extend(problems)
+            all_verdicts.extend(result.verdicts)
+    engine.close()
+    overall = leaf_accuracy(all_problems, all_verdicts)
+    report = {
+        "model": model,
+        "seed": seed,
+        "suite_size": suite_size,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "accuracy": sum(v.correct for v in all_verdicts) / max(1, len(all_verdicts)),
+        "suites": per_suite,
+        "leaves": overall,
+    }
+    atomic_write_text(out / "baseline_report.json", json.dumps(report, indent=1))
+    return report
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """A plain-text table: one row per leaf (accuracy per suite and overall), tier when known."""
+    from skillworld.bootstrap import leaf_tiers
+
+    tiers = leaf_tiers()
+    suites = list(report["suites"])
+    head = f"{'leaf skill':30} {'tier':12}" + "".join(f"{s[:8]:>9}" for s in suites) + f"{'all':>8}{'n':>6}"
+    lines = [head, "-" * len(head)]
+    rows = sorted(leaf_names(), key=lambda leaf: -report["leaves"].get(leaf, {}).get("accuracy", -1))
+    for leaf in rows:
+        cells = []
+        for suite in suites:
+            stats = report["suites"][suite]["leaves"].get(leaf)
+            cells.append(f"{stats['accuracy']:9.0%}" if stats else f"{'-':>9}")
+        total = report["leaves"].get(leaf, {"accuracy": float("nan"), "n": 0})
+        lines.append(
+            f"{leaf:30} {tiers.get(leaf, ''):12}"
+            + "".join(cells)
+            + f"{total['accuracy']:8.0%}{total['n']:6d}"
+        )
+    lines.append("-" * len(head))
+    suite_cells = "".join(f"{report['suites'][s]['accuracy']:9.0%}" for s in suites)
+    lines.append(f"{'all problems':30} {'':12}" + suite_cells + f"{report['accuracy']:8.0%}")
+    return "\n".join(lines)
