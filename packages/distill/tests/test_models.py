@@ -8,8 +8,8 @@ import pytest
 from distill.models import ModelRefError, parse_mlflow_uri, resolve_model
 
 
-def test_local_and_hub_references(student_dir: Path, tmp_path: Path) -> None:
-    assert resolve_model(student_dir) == str(student_dir.resolve())
+def test_local_and_hub_references(tiny_student_dir: Path, tmp_path: Path) -> None:
+    assert resolve_model(tiny_student_dir) == str(tiny_student_dir.resolve())
     assert resolve_model("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelRefError, match=r"no config\.json"):
@@ -29,7 +29,7 @@ def test_parse_mlflow_uri() -> None:
 
 
 def test_mlflow_registry_round_trip(
-    student_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_student_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
@@ -38,8 +38,8 @@ def test_mlflow_registry_round_trip(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("models-test")
-    model = AutoModelForCausalLM.from_pretrained(student_dir)
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_student_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student_dir)
     with mlflow.start_run():
         mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer},

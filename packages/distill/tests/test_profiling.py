@@ -73,7 +73,7 @@ class ScriptedStudent(GenerationEngine):
 
 
 def test_profile_tiny_student_end_to_end(
-    student_dir: Path, world_tree: SkillTree, world_pool_small, tmp_path: Path
+    tiny_student_dir: Path, world_tree: SkillTree, world_pool_small, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     problems = world_pool_small[:12]
     config = ProfileConfig(
@@ -82,7 +82,7 @@ def test_profile_tiny_student_end_to_end(
         chunk_size=6,
         judge_workers=1,
     )
-    with make_engine("hf", str(student_dir), batch_size=16, device="cpu") as engine:
+    with make_engine("hf", str(tiny_student_dir), batch_size=16, device="cpu") as engine:
         result = profile_student(
             engine, world_tree, problems, out_dir=tmp_path / "run", config=config, progress=False
         )
@@ -90,7 +90,7 @@ def test_profile_tiny_student_end_to_end(
     assert {(v.unique_id, v.sample_index) for v in result.verdicts} == {
         (p.unique_id, s) for p in problems for s in (0, 1)
     }
-    assert all(a.model == str(student_dir) and a.n_tokens is not None for a in result.attempts)
+    assert all(a.model == str(tiny_student_dir) and a.n_tokens is not None for a in result.attempts)
     direct = direct_leaf_accuracy(world_tree, problems, result.verdicts)
     got = {c: a for c, a in result.profile.leaf_accuracy().items() if a == a}
     assert got == pytest.approx(direct)

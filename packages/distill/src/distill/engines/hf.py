@@ -125,7 +125,9 @@ class HFEngine(GenerationEngine):
         end = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
         kept = tokens if end is None else tokens[:end]
         text = str(self.tokenizer.decode(kept, skip_special_tokens=True))
-        return Generation(text=text, n_tokens=len(kept), finish_reason="length" if end is None else "stop")
+        # like vLLM and OpenAI-style usage, the end-of-sequence token counts as generated
+        n_tokens = len(tokens) if end is None else end + 1
+        return Generation(text=text, n_tokens=n_tokens, finish_reason="length" if end is None else "stop")
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -1,0 +1,1 @@
+"""skilldistill student-profiling service (BentoML)."""

@@ -1,0 +1,114 @@
+"""Service settings (environment variables) and the checks on what a request may reference."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.models import MLFLOW_URI
+
+HF_ID = re.compile(r"^[A-Za-z0-9][\w\-.]*/[\w\-.]+$")
+HF_DATASET = re.compile(r"^hf://[A-Za-z0-9][\w\-.]*/[\w\-.]+(:[\w.\-\[\]:%]+)?$")
+PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class RefusedReference(ValueError):
+    """A request referenced something the service may not use (a path outside the allowed roots...)."""
+
+
+def _split(value: str | None) -> list[str]:
+    return [v for v in (value or "").split(os.pathsep) if v.strip()]
+
+
+@dataclass
+class Settings:
+    """``SKILLPROFILER_*`` environment variables.
+
+    ALLOWED_ROOTS   folders (os.pathsep-separated) under which models, pools and trees may be read
+                    (default: the working directory)
+    WORK_DIR        where profiles are written (default: ./profiler-work); always readable
+    ALLOWED_BASE_URLS  OpenAI-compatible servers the ``openai`` engine may call (default: loopback only)
+    JUDGE_WORKERS   judge subprocesses (default 2); MLFLOW=1 logs profiles to MLflow (default 0)
+    """
+
+    allowed_roots: list[Path] = field(default_factory=list)
+    work_dir: Path = Path("profiler-work")
+    allowed_base_urls: list[str] = field(default_factory=list)
+    judge_workers: int = 2
+    log_to_mlflow: bool = False
+    max_judge_items: int = 10_000
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        roots = [Path(r).expanduser().resolve() for r in _split(env.get("SKILLPROFILER_ALLOWED_ROOTS"))]
+        work = Path(env.get("SKILLPROFILER_WORK_DIR", "profiler-work")).expanduser().resolve()
+        urls = [
+            u.strip().rstrip("/")
+            for u in (env.get("SKILLPROFILER_ALLOWED_BASE_URLS") or "").split(",")
+            if u.strip()
+        ]
+        return cls(
+            allowed_roots=roots or [Path.cwd().resolve()],
+            work_dir=work,
+            allowed_base_urls=urls or ["http://127.0.0.1", "http://localhost"],
+            judge_workers=int(env.get("SKILLPROFILER_JUDGE_WORKERS", "2")),
+            log_to_mlflow=env.get("SKILLPROFILER_MLFLOW", "0").lower() in {"1", "true", "yes"},
+        )
+
+    # ------------------------------------------------------------------ reference checks
+    def _allowed_path(self, raw: str, what: str) -> Path:
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            raise RefusedReference(f"{what} path {raw!r} must be absolute")
+        resolved = path.resolve()  # symlinks and '..' resolved before the check
+        roots = [*self.allowed_roots, self.work_dir]
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise RefusedReference(f"{what} path {raw!r} is outside the allowed roots")
+        if not resolved.exists():
+            raise FileNotFoundError(f"{what} path {raw!r} does not exist")
+        return resolved
+
+    def check_model(self, ref: str) -> str:
+        """models:/ URIs and Hub ids pass; anything else must be a directory under an allowed root."""
+        if ref.startswith("models:/"):
+            if not MLFLOW_URI.match(ref):
+                raise ValueError(f"model {ref!r}: expected models:/name/version or models:/name@alias")
+            return ref
+        if HF_ID.match(ref) and not Path(ref).exists():
+            return ref
+        return str(self._allowed_path(ref, "model"))
+
+    def check_pool(self, ref: str) -> str:
+        if ref.startswith("hf://"):
+            if not HF_DATASET.match(ref):
+                raise ValueError(f"pool {ref!r}: expected hf://owner/name[:split]")
+            return ref
+        path = self._allowed_path(ref, "pool")
+        if not path.is_file():
+            raise ValueError(f"pool {ref!r} is not a file (expected JSONL)")
+        return str(path)
+
+    def check_tree(self, ref: str) -> Path:
+        path = self._allowed_path(ref, "tree")
+        if not path.is_file():
+            raise ValueError(f"tree {ref!r} is not a file (expected JSON or YAML)")
+        return path
+
+    def check_base_url(self, url: str) -> str:
+        clean = url.rstrip("/")
+        if not any(
+            clean == allowed or clean.startswith(allowed + ":") or clean.startswith(allowed + "/")
+            for allowed in self.allowed_base_urls
+        ):
+            raise RefusedReference(
+                f"base_url {url!r} is not an allowed server ({', '.join(self.allowed_base_urls)})"
+            )
+        return clean
+
+    def profile_dir(self, profile_id: str) -> Path:
+        if not PROFILE_ID.match(profile_id):
+            raise ValueError(f"profile_id {profile_id!r} must match {PROFILE_ID.pattern}")
+        return self.work_dir / "profiles" / profile_id
