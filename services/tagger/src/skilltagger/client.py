@@ -1,9 +1,9 @@
 """Python client for the tagging service, with the same batching as the engine.
 
-    with TaggerClient.from_address("grpc://127.0.0.1:50051") as client:
-        results = client.tag(problems)           # any number; split into calls of batch_size
-        for r in client.tag_stream(problems):    # one bidirectional stream for bulk work
-            ...
+with TaggerClient.from_address("grpc://127.0.0.1:50051") as client:
+    results = client.tag(problems)           # any number; split into calls of batch_size
+    for r in client.tag_stream(problems):    # one bidirectional stream for bulk work
+        ...
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ class TaggerClient:
             for problem in problems:
                 batch.append(_to_proto(problem))
                 if len(batch) >= self.batch_size:
-                    yield pb.TagProblemsRequest(problems=batch, tree_hash=self.tree_hash, skip_cache=skip_cache)
+                    yield pb.TagProblemsRequest(
+                        problems=batch, tree_hash=self.tree_hash, skip_cache=skip_cache
+                    )
                     batch = []
             if batch:
                 yield pb.TagProblemsRequest(problems=batch, tree_hash=self.tree_hash, skip_cache=skip_cache)

@@ -241,7 +241,11 @@ class TaggingEngine:
         return out
 
     def tag_iter(
-        self, problems: Iterable[ProblemInput | PoolProblem], *, batch_size: int = 64, skip_cache: bool = False
+        self,
+        problems: Iterable[ProblemInput | PoolProblem],
+        *,
+        batch_size: int = 64,
+        skip_cache: bool = False,
     ) -> Iterator[TagResult]:
         """Tag a stream of problems in batches, yielding results in input order."""
         batch: list[ProblemInput | PoolProblem] = []

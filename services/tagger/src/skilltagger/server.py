@@ -149,9 +149,14 @@ class SkillTaggerService:
             _abort(context, err)
         except Exception as exc:
             log.exception("TagProblems failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            _abort(
+                context,
+                _RequestError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"),
+            )
 
-    def TagStream(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.TagProblemsResponse]:
+    def TagStream(
+        self, requests: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[pb.TagProblemsResponse]:
         try:
             for request in requests:
                 if not context.is_active():
@@ -182,10 +187,14 @@ class SkillTaggerService:
             SERVICE_NAME,
             {
                 "TagProblems": grpc.unary_unary_rpc_method_handler(
-                    self.TagProblems, request_deserializer=_safe_parser(pb.TagProblemsRequest), response_serializer=ser
+                    self.TagProblems,
+                    request_deserializer=_safe_parser(pb.TagProblemsRequest),
+                    response_serializer=ser,
                 ),
                 "TagStream": grpc.stream_stream_rpc_method_handler(
-                    self.TagStream, request_deserializer=_safe_parser(pb.TagProblemsRequest), response_serializer=ser
+                    self.TagStream,
+                    request_deserializer=_safe_parser(pb.TagProblemsRequest),
+                    response_serializer=ser,
                 ),
                 "GetSkillTree": grpc.unary_unary_rpc_method_handler(
                     self.GetSkillTree,

@@ -17,7 +17,10 @@ SMALL_TREE: dict[str, Any] = {
             "name": "Algebra",
             "description": "solving equations and manipulating expressions",
             "children": [
-                {"name": "Linear equations", "description": "solve for x in a linear equation like 3x + 5 = 20"},
+                {
+                    "name": "Linear equations",
+                    "description": "solve for x in a linear equation like 3x + 5 = 20",
+                },
                 {
                     "name": "Quadratic equations",
                     "description": "roots of x^2 + bx + c = 0, factoring, the quadratic formula",
@@ -28,7 +31,10 @@ SMALL_TREE: dict[str, Any] = {
             "name": "Geometry",
             "description": "shapes, areas, angles and lengths",
             "children": [
-                {"name": "Circle area", "description": "area and circumference of a circle with radius r, pi"},
+                {
+                    "name": "Circle area",
+                    "description": "area and circumference of a circle with radius r, pi",
+                },
                 {"name": "Triangle angles", "description": "the angles of a triangle sum to 180 degrees"},
             ],
         },

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -51,11 +52,15 @@ def load_model(path: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    threshold: float = 0.5
-    margin: float = 0.08
+    threshold: float = 0.7
+    margin: float = 0.03
     max_children: int = 3
     exemplar_weight: float = 0.8  # weight of exemplar evidence against the node's own text
     aggregate: Aggregate = "max"  # how a child combines the leaf centroids below it
+    # Multi-skill problems: each sentence also votes for its best child when that child scores at
+    # least this much (None: whole-text scores only).
+    segment_threshold: float | None = None
+    min_segment_words: int = 3
     model_path: str | None = None  # None: the packaged model
     batch_size: int = 64
 
@@ -72,12 +77,27 @@ def exemplars_from_tagged(
         chains = raw.get("chains") if isinstance(raw, Mapping) else getattr(raw, "chains", None)
         if not chains:
             continue
-        text = problem_text(ProblemInput.from_record(raw), summary_chars)  # type: ignore[arg-type]
+        text = problem_text(ProblemInput.from_record(raw), summary_chars)
         for chain in chains:
             bucket = out.setdefault(tuple(chain), [])
             if len(bucket) < per_leaf:
                 bucket.append(text)
     return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[?!;])\s+|(?<=[^.]\.)\s+|\n+")
+
+
+def split_segments(text: str, min_words: int = 3) -> list[str]:
+    """Sentences (and lines) of a text with at least ``min_words`` words."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= min_words]
+
+
+@dataclass
+class _WalkState:
+    text_sims: np.ndarray  # [rows, nodes]: rows are the problems, then their segments
+    leaf_sims: np.ndarray  # [rows, exemplar leaves]
+    segments: list[list[int]]  # per problem, its segment rows
 
 
 class EmbeddingBackend:
@@ -137,39 +157,60 @@ class EmbeddingBackend:
                 below[int(anc)].append(pos)
         self.leaves_below = [np.array(b, dtype=np.int64) for b in below]
 
-    def start(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        vecs = self.encode(list(texts))
-        text_sims = vecs @ self.node_vecs.T  # [P, N]
-        leaf_sims = vecs @ self.centroids.T  # [P, L]
-        return text_sims, leaf_sims
+    def start(self, texts: Sequence[str]) -> _WalkState:
+        rows = list(texts)
+        owner = list(range(len(rows)))
+        if self.cfg.segment_threshold is not None:
+            for i, text in enumerate(texts):
+                segs = split_segments(text, self.cfg.min_segment_words)
+                if len(segs) > 1:
+                    rows.extend(segs)
+                    owner.extend([i] * len(segs))
+        vecs = self.encode(rows)
+        segments: list[list[int]] = [[] for _ in texts]
+        for row in range(len(texts), len(rows)):
+            segments[owner[row]].append(row)
+        # similarities of every text and segment to every node text and every leaf centroid
+        return _WalkState(vecs @ self.node_vecs.T, vecs @ self.centroids.T, segments)
+
+    def _scores(self, state: _WalkState, row: int, kids: list[int]) -> np.ndarray:
+        cfg = self.cfg
+        scores = np.empty(len(kids), dtype=np.float64)
+        for j, child in enumerate(kids):
+            own = float(state.text_sims[row, child])
+            below = self.leaves_below[child]
+            if below.size:
+                sims = state.leaf_sims[row, below]
+                ex = float(sims.max() if cfg.aggregate == "max" else sims.mean())
+                scores[j] = cfg.exemplar_weight * ex + (1.0 - cfg.exemplar_weight) * own
+            else:
+                scores[j] = own
+        return scores
 
     def choose(
-        self, state: tuple[np.ndarray, np.ndarray], queries: Sequence[NodeQuery], deadline: float | None
+        self, state: _WalkState, queries: Sequence[NodeQuery], deadline: float | None
     ) -> list[list[Choice]]:
         assert self.tree is not None, "bind() first"
-        text_sims, leaf_sims = state
         cfg = self.cfg
         out: list[list[Choice]] = []
         for q in queries:
             kids = [c.index for c in self.tree.nodes[q.node].children]
-            scores = np.empty(len(kids), dtype=np.float64)
-            for j, child in enumerate(kids):
-                own = float(text_sims[q.problem, child])
-                below = self.leaves_below[child]
-                if below.size:
-                    sims = leaf_sims[q.problem, below]
-                    ex = float(sims.max() if cfg.aggregate == "max" else sims.mean())
-                    scores[j] = cfg.exemplar_weight * ex + (1.0 - cfg.exemplar_weight) * own
-                else:
-                    scores[j] = own
+            scores = self._scores(state, q.problem, kids)
             order = np.argsort(-scores, kind="stable")
             best = scores[order[0]]
-            keep = [
-                int(j)
+            picked = {
+                int(j): float(scores[j])
                 for rank, j in enumerate(order)
                 if rank == 0 or scores[j] >= cfg.threshold or scores[j] >= best - cfg.margin
-            ][: cfg.max_children]
-            out.append([Choice(kids[j], float(scores[j])) for j in keep])
+            }
+            if cfg.segment_threshold is not None:
+                for row in state.segments[q.problem]:
+                    seg = self._scores(state, row, kids)
+                    j = int(np.argmax(seg))
+                    if seg[j] >= cfg.segment_threshold:
+                        picked[j] = max(picked.get(j, -1.0), float(seg[j]))
+            keep = sorted(picked, key=lambda j: -picked[j])[: cfg.max_children]
+            out.append([Choice(kids[j], picked[j]) for j in keep])
         return out
 
     # ------------------------------------------------------------------ helpers

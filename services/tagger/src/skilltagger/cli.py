@@ -1,0 +1,224 @@
+"""``skilltagger``: tag a pool in bulk (resumable, tracked in MLflow) or serve the gRPC API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from skillcore import JsonlAppender, PoolProblem, SkillTree, iter_rows, map_record, read_jsonl
+
+app = typer.Typer(help="Skill tagging: attribute problems to skill chains.", no_args_is_help=True)
+
+TreeOpt = Annotated[str, typer.Option(help="skill tree file (JSON/YAML) or 'world' for the offline world")]
+BackendOpt = Annotated[str, typer.Option(help="embedding (offline default) or openai")]
+ExemplarsOpt = Annotated[
+    str | None, typer.Option(help="tagged JSONL; single-skill rows become exemplars (embedding backend)")
+]
+UrlOpt = Annotated[
+    list[str] | None, typer.Option("--openai-url", help="OpenAI-compatible base URL (repeatable)")
+]
+ModelOpt = Annotated[str, typer.Option("--openai-model", help="model name for the openai backend")]
+
+
+def _settings(
+    tree: str, backend: str, cache: str | None, exemplars: str | None, urls: list[str] | None, model: str
+) -> Any:
+    from skilltagger.factory import EngineSettings
+
+    return EngineSettings(
+        tree=tree,
+        backend=backend,
+        cache=cache,
+        exemplars=exemplars,
+        openai_urls=urls or [],
+        openai_model=model,
+    )
+
+
+def tag_stats(rows: list[dict[str, Any]], tree: SkillTree) -> dict[str, Any]:
+    """Chains-per-problem statistics and the number of problems per leaf (coverage)."""
+    per_problem = [len(r.get("chains") or []) for r in rows]
+    coverage: Counter[str] = Counter()
+    for r in rows:
+        for chain in {tuple(c) for c in r.get("chains") or []}:
+            coverage[" -> ".join(chain)] += 1
+    leaves = [" -> ".join(leaf.path) for leaf in tree.leaves()]
+    return {
+        "n_problems": len(rows),
+        "n_untagged": sum(1 for n in per_problem if n == 0),
+        "chains_per_problem": {
+            "mean": statistics.fmean(per_problem) if per_problem else 0.0,
+            "min": min(per_problem, default=0),
+            "max": max(per_problem, default=0),
+            "histogram": {str(k): v for k, v in sorted(Counter(per_problem).items())},
+        },
+        "leaves_covered": sum(1 for leaf in leaves if coverage[leaf] > 0),
+        "n_leaves": len(leaves),
+        "coverage": {leaf: coverage[leaf] for leaf in leaves},
+    }
+
+
+@app.command()
+def tag(
+    source: Annotated[str, typer.Argument(help="input JSONL or hf://owner/name[:split]")],
+    output: Annotated[Path, typer.Argument(help="tagged JSONL (appended to; reruns resume)")],
+    tree: TreeOpt = "world",
+    backend: BackendOpt = "embedding",
+    cache: Annotated[str | None, typer.Option(help="SQLite tag cache (default: OUTPUT.cache.sqlite)")] = None,
+    exemplars: ExemplarsOpt = None,
+    openai_url: UrlOpt = None,
+    openai_model: ModelOpt = "",
+    server: Annotated[
+        str | None, typer.Option(help="tag through a running service (grpc://host:port)")
+    ] = None,
+    mapping: Annotated[
+        str, typer.Option(help="field mapping preset: native, math, openmathreasoning")
+    ] = "native",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    limit: Annotated[int | None, typer.Option(min=1, help="tag only the first N input rows")] = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log an MLflow run")] = True,
+) -> None:
+    """Tag every problem of SOURCE into OUTPUT; a killed run resumes where it stopped."""
+    from tqdm import tqdm
+
+    from skilltagger.engine import TagResult, tagged_problem
+
+    cache = cache or str(output) + ".cache.sqlite"
+    tag_batch: Any
+    if server:
+        from skilltagger.client import TaggerClient
+
+        client = TaggerClient.from_address(server, batch_size=batch_size)
+        tree_obj = client.skill_tree().tree
+        tag_batch = client.tag
+        describe: dict[str, Any] = {"server": server}
+    else:
+        from skilltagger.factory import build_engine
+
+        engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model))
+        tree_obj = engine.tree
+        tag_batch = engine.tag
+        describe = engine.describe()
+
+    def problems(done: set[Any]) -> Iterator[PoolProblem]:
+        for i, raw in enumerate(iter_rows(source)):
+            if limit is not None and i >= limit:
+                return
+            record = map_record(raw, mapping)
+            if record.unique_id not in done:
+                yield record
+
+    n_new = n_cached = 0
+    with JsonlAppender(output) as out:
+        already = len(out.done_ids)
+        bar = tqdm(desc="tagging", unit="problem", initial=already, file=sys.stderr)
+        batch: list[PoolProblem] = []
+
+        def flush() -> None:
+            nonlocal n_new, n_cached
+            results: list[TagResult] = tag_batch(batch)
+            for record, result in zip(batch, results, strict=True):
+                out.write(tagged_problem(record, result))
+                n_cached += int(result.from_cache)
+            out.flush()
+            n_new += len(batch)
+            bar.update(len(batch))
+            batch.clear()
+
+        for record in problems(out.done_ids):
+            if record.unique_id in {b.unique_id for b in batch}:
+                continue  # a duplicate id in the input: the first one wins
+            batch.append(record)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        bar.close()
+
+    rows = list(read_jsonl(output))
+    stats = tag_stats(rows, tree_obj)
+    stats.update({"resumed_with": already, "tagged_now": n_new, "from_cache_now": n_cached})
+    stats_path = Path(str(output) + ".stats.json")
+    stats_path.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
+    if mlflow:
+        _log_mlflow(source, output, stats, describe)
+    summary = {k: v for k, v in stats.items() if k != "coverage"}
+    typer.echo(json.dumps(summary))
+
+
+def _log_mlflow(source: str, output: Path, stats: dict[str, Any], describe: dict[str, Any]) -> None:
+    import mlflow as mlf
+    from skillcore.tracking import log_dataset, log_json, stage_run
+
+    params = {
+        "source": source,
+        "output": str(output),
+        **{k: v for k, v in describe.items() if k != "backend_config"},
+    }
+    with stage_run("tag", params=params):
+        log_dataset(output, name=output.stem, context="tagged", artifact=True)
+        log_json(stats, "tag_stats.json")
+        cpp = stats["chains_per_problem"]
+        mlf.log_metrics(
+            {
+                "n_problems": stats["n_problems"],
+                "n_untagged": stats["n_untagged"],
+                "chains_per_problem_mean": cpp["mean"],
+                "chains_per_problem_max": cpp["max"],
+                "leaves_covered": stats["leaves_covered"],
+                "from_cache_now": stats["from_cache_now"],
+            }
+        )
+
+
+@app.command()
+def serve(
+    tree: TreeOpt = "world",
+    backend: BackendOpt = "embedding",
+    host: Annotated[str, typer.Option(help="bind address (loopback unless told otherwise)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 50051,
+    workers: Annotated[int, typer.Option(min=1, help="server threads")] = 8,
+    cache: Annotated[str | None, typer.Option(help="SQLite tag cache path (none: no cache)")] = None,
+    exemplars: ExemplarsOpt = None,
+    openai_url: UrlOpt = None,
+    openai_model: ModelOpt = "",
+    max_problems: Annotated[int, typer.Option(min=1, help="most problems in one call")] = 256,
+    grace: Annotated[float, typer.Option(help="seconds in-flight calls get to finish on SIGTERM")] = 10.0,
+) -> None:
+    """Serve SkillTagger (plus grpc.health.v1 and reflection) until SIGTERM/SIGINT, then drain."""
+    from skilltagger.factory import build_engine
+    from skilltagger.server import ServerLimits, TaggerServer
+
+    engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model))
+    server = TaggerServer(
+        engine, host=host, port=port, workers=workers, limits=ServerLimits(max_problems_per_call=max_problems)
+    ).start()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            typer.echo(f"signal {signum}: draining in-flight calls (grace {grace}s)", err=True)
+            server.stop(grace)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    typer.echo(
+        f"skilltagger serving on {server.address} (backend {engine.backend.name}, tree {engine.tree_hash[:12]})",
+        err=True,
+    )
+    server.wait()
+    typer.echo("skilltagger stopped", err=True)
+
+
+if __name__ == "__main__":
+    app()

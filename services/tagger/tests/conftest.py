@@ -1,0 +1,44 @@
+"""Fixtures for the tagger tests: the small hand-written tree, an engine with a cache, a live server."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from skillcore import SkillTree  # noqa: E402
+
+from skilltagger.backends.embedding import EmbeddingBackend  # noqa: E402
+from skilltagger.cache import TagCache  # noqa: E402
+from skilltagger.engine import TaggingEngine  # noqa: E402
+from skilltagger.testing import SMALL_TREE, running_server, small_tree  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tree() -> SkillTree:
+    return small_tree()
+
+
+@pytest.fixture(scope="session")
+def tree_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tree") / "small_tree.json"
+    path.write_text(json.dumps(SMALL_TREE))
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(tree: SkillTree, tmp_path_factory: pytest.TempPathFactory) -> TaggingEngine:
+    cache = TagCache(tmp_path_factory.mktemp("cache") / "tags.sqlite")
+    return TaggingEngine(tree, EmbeddingBackend(), cache)
+
+
+@pytest.fixture(scope="module")
+def server_address(engine: TaggingEngine) -> Iterator[str]:
+    with running_server(engine, workers=8) as address:
+        yield address
