@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,7 +111,12 @@ def log_dataset(
     else:
         frame = rows_frame(data)
     from_pandas = mlflow.data.from_pandas  # type: ignore[attr-defined]
-    dataset = from_pandas(frame, source=source, name=name, targets=targets)
+    with warnings.catch_warnings():
+        # A local path matches two equivalent source types, and integer columns draw a schema hint:
+        # both are noise here.
+        warnings.filterwarnings("ignore", message="The specified dataset source", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema", category=UserWarning)
+        dataset = from_pandas(frame, source=source, name=name, targets=targets)
     mlflow.log_input(dataset, context=context)
     if artifact:
         with tempfile.TemporaryDirectory() as tmp:
