@@ -289,7 +289,11 @@ class MathJudge:
         for i, (item, answer) in enumerate(zip(batch, extracted, strict=True)):
             if answer is None:
                 statuses[i] = "no_answer"
-            elif choice_letter(item.expected_answer, gold=True) is not None:
+            elif choice_letter(item.expected_answer, gold=True) is not None or _normalise(
+                answer
+            ) == _normalise(
+                item.expected_answer
+            ):  # letters and textually equal answers need no math-verify (and no worker round trip)
                 statuses[i] = compare_answers(answer, item.expected_answer, timeout=None)
             else:
                 todo.append(i)

@@ -1,0 +1,99 @@
+"""The `distill` CLI: profile (resumable, MLflow), weakest, judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from distill.cli import app
+from skillcore import read_jsonl, write_jsonl
+from typer.testing import CliRunner
+
+
+def test_profile_weakest_judge(
+    tiny_student_dir: Path, world_tree, world_pool_small, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    world_tree.save(tmp_path / "tree.json")
+    write_jsonl(tmp_path / "pool.jsonl", world_pool_small[:8])
+    runner = CliRunner()
+    args = [
+        "profile",
+        "--model", str(tiny_student_dir),
+        "--tree", str(tmp_path / "tree.json"),
+        "--pool", str(tmp_path / "pool.jsonl"),
+        "--out", str(tmp_path / "out"),
+        "--max-new-tokens", "96",
+        "--device", "cpu",
+        "--limit", "6",
+        "--chunk-size", "3",
+        "--top", "3",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "MLflow run:" in result.output and "| # | skill |" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["attempts"] == 6 and summary["generated_now"] == 6
+
+    again = runner.invoke(app, [*args, "--no-mlflow"])  # resumes: nothing left to generate
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["resumed"] == 6
+
+    weak = runner.invoke(
+        app,
+        [
+            "weakest",
+            "--profile",
+            str(tmp_path / "out" / "profile.json"),
+            "--tree",
+            str(tmp_path / "tree.json"),
+            "--k",
+            "2",
+            "--json",
+        ],
+    )
+    assert weak.exit_code == 0, weak.output
+    rows = json.loads(weak.output)
+    assert len(rows) == 2 and rows[0]["accuracy"] <= rows[1]["accuracy"]
+
+    judged = runner.invoke(
+        app,
+        [
+            "judge",
+            "--attempts",
+            str(tmp_path / "out" / "attempts.jsonl"),
+            "--pool",
+            str(tmp_path / "pool.jsonl"),
+            "--out",
+            str(tmp_path / "v.jsonl"),
+            "--workers",
+            "0",
+        ],
+    )
+    assert judged.exit_code == 0, judged.output
+    mine = [(v["unique_id"], v["status"]) for v in read_jsonl(tmp_path / "v.jsonl")]
+    saved = [(v["unique_id"], v["status"]) for v in read_jsonl(tmp_path / "out" / "verdicts.jsonl")]
+    assert sorted(mine) == sorted(saved)
+
+
+def test_profile_cli_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    (tmp_path / "tree.json").write_text('{"name": "root", "children": [{"name": "a"}]}')
+    result = runner.invoke(
+        app,
+        [
+            "profile",
+            "--model",
+            "m",
+            "--tree",
+            str(tmp_path / "tree.json"),
+            "--pool",
+            str(tmp_path / "missing.jsonl"),
+            "--out",
+            str(tmp_path / "o"),
+            "--engine",
+            "openai",
+        ],
+    )
+    assert result.exit_code == 2 and "base-url" in result.output
