@@ -28,7 +28,7 @@ from typing import Annotated, Any
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
-import typer  # noqa: E402
+import typer
 
 log = logging.getLogger("skilldistill.pipeline")
 app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
