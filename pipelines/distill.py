@@ -55,13 +55,10 @@ def stage_data(
     ctx: Context, pool: str | None, tree: str | None, pool_size: int, suite_size: int
 ) -> tuple[str, Path]:
     """The teacher pool and skill tree: given by the user, or the offline world generated once."""
-    from skillcore import SkillTree, write_jsonl
+    from skillcore import write_jsonl
     from skillcore.tracking import log_dataset, stage_run
 
-    if pool is not None:
-        if tree is None:
-            raise typer.BadParameter("--pool needs --tree (the skill tree to tag against)")
-        SkillTree.load(tree)  # fail early on a bad tree
+    if pool is not None and tree is not None:
         ctx.record("data", pool=pool, tree=tree, source="user")
         return pool, Path(tree)
 
@@ -364,6 +361,12 @@ def main(
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from skillcore.tracking import log_json, pipeline_run, resolve_tracking_uri
 
+    if pool is not None and tree is None:
+        raise typer.BadParameter("--pool needs --tree (the skill tree to tag against)")
+    if tree is not None:
+        from skillcore import SkillTree
+
+        SkillTree.load(tree)  # fail early, before any run is opened, on a bad tree
     ctx = Context(workdir=workdir or Path("runs") / registry_model, seed=seed)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     typer.secho(f"tracking store: {resolve_tracking_uri()}   workdir: {ctx.workdir}", fg="green")

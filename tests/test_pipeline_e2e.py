@@ -1,0 +1,83 @@
+"""The pipeline end to end on a small offline world, as a user runs it: a subprocess, a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from skillcore import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "pipelines" / "distill.py"
+
+
+def run_pipeline(args: list[str], tracking_uri: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    workdir = tmp_path / "run"
+    args = [
+        "--registry-model", "e2e-student", "--workdir", str(workdir), "--student", str(tiny_student_dir),
+        "--pool-size", "240", "--suite-size", "5", "--profile-limit", "40", "--k", "12",
+        "--max-new-tokens", "96", "--batch-size", "20",
+    ]  # fmt: skip
+    first = run_pipeline(args, uri, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    stages = summary["stages"]
+    assert {"data", "student", "tag", "profile", "select:skill", "select:random"} <= set(stages)
+    assert stages["tag"]["problems"] == 240 and stages["profile"]["problems"] == 40
+
+    verdicts = {r["unique_id"] for r in read_jsonl(workdir / "profile" / "verdicts.jsonl")}
+    assert len(verdicts) == 40
+    for name in ("skill", "random"):
+        selected = list(read_jsonl(workdir / "select" / name / "selected.jsonl"))
+        assert len(selected) == 12 and {r["unique_id"] for r in selected} <= verdicts
+        assert all(r["chains"] for r in selected)
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(summary["run_id"])
+    assert parent.data.params["registry_model"] == "e2e-student"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert {r.data.tags.get("skilldistill.stage") for r in children} >= {"data", "tag", "profile", "select"}
+    contexts = {
+        {t.key: t.value for t in d.tags}.get("mlflow.data.context")
+        for r in children
+        for d in r.inputs.dataset_inputs
+    }
+    assert {"pool", "tagged", "training"} <= contexts
+
+    # A rerun resumes: nothing regenerated, nothing re-tagged, no attempt repeated.
+    tagged_before = (workdir / "tag" / "tagged.jsonl").read_text()
+    second = run_pipeline(args, uri, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads((workdir / "summary.json").read_text())["stages"]
+    assert again["data"].get("resumed") is True
+    assert (workdir / "tag" / "tagged.jsonl").read_text() == tagged_before
+    assert sum(1 for _ in read_jsonl(workdir / "profile" / "attempts.jsonl")) == 40
+
+
+def test_pipeline_rejects_a_pool_without_a_tree(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"unique_id": "a", "question": "1+1?", "expected_answer": "2"}\n')
+    result = run_pipeline(
+        ["--registry-model", "x", "--workdir", str(tmp_path / "w"), "--pool", str(pool)],
+        f"sqlite:///{tmp_path}/mlflow.db",
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--pool needs --tree" in result.stderr
