@@ -12,12 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from skillcore import SkillTree  # noqa: E402
-
-from skilltagger.backends.embedding import EmbeddingBackend  # noqa: E402
-from skilltagger.cache import TagCache  # noqa: E402
-from skilltagger.engine import TaggingEngine  # noqa: E402
-from skilltagger.testing import SMALL_TREE, running_server, small_tree  # noqa: E402
+from skillcore import SkillTree
+from skilltagger.backends.embedding import EmbeddingBackend, EmbeddingConfig
+from skilltagger.cache import TagCache
+from skilltagger.engine import TaggingEngine
+from skilltagger.testing import SMALL_TREE, running_server, small_tree
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +34,7 @@ def tree_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def engine(tree: SkillTree, tmp_path_factory: pytest.TempPathFactory) -> TaggingEngine:
     cache = TagCache(tmp_path_factory.mktemp("cache") / "tags.sqlite")
-    return TaggingEngine(tree, EmbeddingBackend(), cache)
+    return TaggingEngine(tree, EmbeddingBackend(EmbeddingConfig(threads=1)), cache)
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,21 @@ from pathlib import Path
 
 import pytest
 from skillcore import SkillTree, TaggedProblem
-
-from skilltagger.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged, split_segments
+from skilltagger.backends.embedding import (
+    EmbeddingBackend,
+    EmbeddingConfig,
+    exemplars_from_tagged,
+    split_segments,
+)
 from skilltagger.cache import TagCache
 from skilltagger.engine import ProblemInput, TaggingEngine, solution_summary, tagged_problem
 from skilltagger.testing import PROBLEMS, small_problems
 
+FAST = EmbeddingConfig(threads=1)  # one torch thread: much faster on a busy 2-core machine
+
 
 def test_tags_small_tree_with_valid_chains_and_scores(tree: SkillTree) -> None:
-    engine = TaggingEngine(tree, EmbeddingBackend())
+    engine = TaggingEngine(tree, EmbeddingBackend(FAST))
     rows = small_problems()
     results = engine.tag(rows)
     assert [r.id for r in results] == [r["unique_id"] for r in rows]
@@ -36,20 +42,20 @@ def test_tags_small_tree_with_valid_chains_and_scores(tree: SkillTree) -> None:
 def test_cache_hits_persist_across_engines_and_miss_on_config_change(tree: SkillTree, tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     rows = small_problems(8)
-    first = TaggingEngine(tree, EmbeddingBackend(), TagCache(path)).tag(rows)
-    again = TaggingEngine(tree, EmbeddingBackend(), TagCache(path))
+    first = TaggingEngine(tree, EmbeddingBackend(FAST), TagCache(path)).tag(rows)
+    again = TaggingEngine(tree, EmbeddingBackend(FAST), TagCache(path))
     second = again.tag(rows)
     assert all(r.from_cache for r in second) and again.stats.backend_calls == 0
     assert [r.chains for r in first] == [r.chains for r in second]
     assert [r.scores for r in first] == [r.scores for r in second]
-    other = TaggingEngine(tree, EmbeddingBackend(EmbeddingConfig(threshold=0.9)), TagCache(path))
+    other = TaggingEngine(tree, EmbeddingBackend(EmbeddingConfig(threshold=0.9, threads=1)), TagCache(path))
     assert other.backend_config_hash != again.backend_config_hash
     assert not any(r.from_cache for r in other.tag(rows[:2]))
     assert len(TagCache(path)) == 8 + 2
 
 
 def test_duplicate_texts_are_walked_once(tree: SkillTree) -> None:
-    engine = TaggingEngine(tree, EmbeddingBackend())
+    engine = TaggingEngine(tree, EmbeddingBackend(FAST))
     p = ProblemInput("a", "Compute gcd(12, 18).", "6")
     results = engine.tag([p, ProblemInput("b", p.question, p.solution)])
     assert results[0].chains == results[1].chains and [r.id for r in results] == ["a", "b"]
@@ -57,27 +63,34 @@ def test_duplicate_texts_are_walked_once(tree: SkillTree) -> None:
 
 
 def test_max_paths_bounds_chains(tree: SkillTree) -> None:
-    loose = EmbeddingBackend(EmbeddingConfig(threshold=-1.0, max_children=10))
+    loose = EmbeddingBackend(EmbeddingConfig(threshold=-1.0, max_children=10, threads=1))
     results = TaggingEngine(tree, loose, max_paths=2).tag(small_problems(3))
     assert all(len(r.chains) == 2 for r in results)
-    everything = TaggingEngine(tree, EmbeddingBackend(EmbeddingConfig(threshold=-1.0, max_children=10)), max_paths=50)
+    everything = TaggingEngine(
+        tree, EmbeddingBackend(EmbeddingConfig(threshold=-1.0, max_children=10, threads=1)), max_paths=50
+    )
     assert len(everything.tag(small_problems(1))[0].chains) == tree.n_leaves
 
 
 def test_exemplars_shift_scores_and_change_the_config_hash(tree: SkillTree) -> None:
-    rows = [TaggedProblem(**{k: v for k, v in r.items() if k != "metadata"}, chains=[r["metadata"]["gold_chain"]]) for r in small_problems()]
+    rows = [
+        TaggedProblem(**{k: v for k, v in r.items() if k != "metadata"}, chains=[r["metadata"]["gold_chain"]])
+        for r in small_problems()
+    ]
     exemplars = exemplars_from_tagged(rows, per_leaf=2)
     assert len(exemplars) == len(PROBLEMS)
-    plain = TaggingEngine(tree, EmbeddingBackend())
-    with_ex = TaggingEngine(tree, EmbeddingBackend(exemplars=exemplars))
+    plain = TaggingEngine(tree, EmbeddingBackend(FAST))
+    with_ex = TaggingEngine(tree, EmbeddingBackend(FAST, exemplars=exemplars))
     assert plain.backend_config_hash != with_ex.backend_config_hash
     results = with_ex.tag(small_problems())
-    assert all(r["metadata"]["gold_chain"] in res.chains for r, res in zip(small_problems(), results, strict=True))
+    assert all(
+        r["metadata"]["gold_chain"] in res.chains for r, res in zip(small_problems(), results, strict=True)
+    )
 
 
 def test_exemplars_for_unknown_leaves_are_rejected(tree: SkillTree) -> None:
     with pytest.raises(ValueError, match="not leaves"):
-        TaggingEngine(tree, EmbeddingBackend(exemplars={("Algebra", "Nope"): ["x"]}))
+        TaggingEngine(tree, EmbeddingBackend(FAST, exemplars={("Algebra", "Nope"): ["x"]}))
 
 
 def test_solution_summary_and_segments() -> None:
@@ -92,7 +105,7 @@ def test_solution_summary_and_segments() -> None:
 
 
 def test_tagged_problem_keeps_record_and_adds_provenance(tree: SkillTree) -> None:
-    engine = TaggingEngine(tree, EmbeddingBackend())
+    engine = TaggingEngine(tree, EmbeddingBackend(FAST))
     row = small_problems(1)[0]
     from skillcore import map_record
 

@@ -9,7 +9,12 @@ from skilltagger import protos_gen
 
 def test_committed_stubs_match_protos(tmp_path: Path) -> None:
     written = protos_gen.generate(tmp_path)
-    assert {p.name for p in written} == {"tagging_pb2.py", "tagging_pb2.pyi", "tagging_pb2_grpc.py", "__init__.py"}
+    assert {p.name for p in written} == {
+        "tagging_pb2.py",
+        "tagging_pb2.pyi",
+        "tagging_pb2_grpc.py",
+        "__init__.py",
+    }
     stale = [
         p.name
         for p in written

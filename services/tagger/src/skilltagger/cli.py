@@ -29,8 +29,17 @@ UrlOpt = Annotated[
 ModelOpt = Annotated[str, typer.Option("--openai-model", help="model name for the openai backend")]
 
 
+ThreadsOpt = Annotated[int, typer.Option(min=0, help="torch threads for the embedding model (0: default)")]
+
+
 def _settings(
-    tree: str, backend: str, cache: str | None, exemplars: str | None, urls: list[str] | None, model: str
+    tree: str,
+    backend: str,
+    cache: str | None,
+    exemplars: str | None,
+    urls: list[str] | None,
+    model: str,
+    threads: int = 0,
 ) -> Any:
     from skilltagger.factory import EngineSettings
 
@@ -41,6 +50,7 @@ def _settings(
         exemplars=exemplars,
         openai_urls=urls or [],
         openai_model=model,
+        embedding_options={"threads": threads or None} if backend == "embedding" else {},
     )
 
 
@@ -86,6 +96,7 @@ def tag(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     limit: Annotated[int | None, typer.Option(min=1, help="tag only the first N input rows")] = None,
     mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log an MLflow run")] = True,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Tag every problem of SOURCE into OUTPUT; a killed run resumes where it stopped."""
     from tqdm import tqdm
@@ -104,7 +115,7 @@ def tag(
     else:
         from skilltagger.factory import build_engine
 
-        engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model))
+        engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model, threads))
         tree_obj = engine.tree
         tag_batch = engine.tag
         describe = engine.describe()
@@ -193,12 +204,13 @@ def serve(
     openai_model: ModelOpt = "",
     max_problems: Annotated[int, typer.Option(min=1, help="most problems in one call")] = 256,
     grace: Annotated[float, typer.Option(help="seconds in-flight calls get to finish on SIGTERM")] = 10.0,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Serve SkillTagger (plus grpc.health.v1 and reflection) until SIGTERM/SIGINT, then drain."""
     from skilltagger.factory import build_engine
     from skilltagger.server import ServerLimits, TaggerServer
 
-    engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model))
+    engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model, threads))
     server = TaggerServer(
         engine, host=host, port=port, workers=workers, limits=ServerLimits(max_problems_per_call=max_problems)
     ).start()

@@ -1,0 +1,144 @@
+"""The CLI as a user runs it: a bulk job killed halfway resumes with nothing lost or duplicated, and
+`serve` drains in-flight calls on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import mlflow
+from skillcore import TaggedProblem, read_jsonl, write_jsonl
+from skilltagger.client import TaggerClient
+from skilltagger.testing import free_port, small_problems
+
+CLI = [sys.executable, "-m", "skilltagger.cli"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        MLFLOW_EXPERIMENT_NAME="tagger-test",
+    )
+    return env
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_killed_bulk_job_resumes_without_loss_or_duplicates(tmp_path: Path, tree_file: Path) -> None:
+    n = 300
+    source = tmp_path / "pool.jsonl"
+    write_jsonl(source, small_problems(n))
+    output = tmp_path / "tagged.jsonl"
+    args = [
+        *CLI,
+        "tag",
+        str(source),
+        str(output),
+        "--tree",
+        str(tree_file),
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+    ]
+    job = subprocess.Popen(
+        [*args, "--no-mlflow"], env=_env(tmp_path), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _lines(output) < 12 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.wait()
+    at_kill = _lines(output)
+    assert 12 <= at_kill < n, f"the job was not killed mid-way ({at_kill} of {n} rows)"
+
+    done = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = list(read_jsonl(output))
+    ids = [r["unique_id"] for r in rows]
+    assert len(ids) == n and len(set(ids)) == n, "rows lost or duplicated"
+    assert set(ids) == {f"q{i}" for i in range(n)}
+    tagged = [TaggedProblem.model_validate(r) for r in rows]
+    assert all(t.chains for t in tagged)
+    assert summary["n_problems"] == n and summary["resumed_with"] >= at_kill - 1
+    assert summary["tagged_now"] == n - summary["resumed_with"]
+    assert summary["chains_per_problem"]["mean"] >= 1.0 and summary["leaves_covered"] == 6
+    stats = json.loads(Path(str(output) + ".stats.json").read_text())
+    assert sum(stats["coverage"].values()) >= n
+
+    # the second run was tracked: one finished run with the tagged dataset as an input
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tagger-test"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["n_problems"] == n
+    inputs = runs[0].inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["tagged"]
+
+    # a third run has nothing left to do
+    again = subprocess.run(
+        [*args, "--no-mlflow"], env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert json.loads(again.stdout.strip().splitlines()[-1])["tagged_now"] == 0
+    assert _lines(output) == n
+
+
+def test_serve_drains_in_flight_calls_on_sigterm(tmp_path: Path, tree_file: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--tree",
+            str(tree_file),
+            "--port",
+            str(port),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--grace",
+            "30",
+            "--threads",
+            "1",
+        ],
+        env=_env(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with TaggerClient.from_address(f"grpc://127.0.0.1:{port}", batch_size=256, timeout=120) as client:
+            client.wait_ready(timeout=120)
+            assert client.health() == "SERVING"
+            rows = small_problems(256, prefix="drain-")
+            with ThreadPoolExecutor(1) as pool:
+                call = pool.submit(client.tag, rows)
+                time.sleep(0.3)
+                in_flight = not call.done()
+                proc.send_signal(signal.SIGTERM)
+                results = call.result(timeout=120)
+            assert in_flight, "the call finished before SIGTERM; nothing was drained"
+            assert len(results) == 256 and all(r.chains for r in results)
+            assert proc.wait(timeout=60) == 0
+            try:
+                client.tag(rows[:1], timeout=5)
+                raise AssertionError("a stopped server answered")
+            except grpc.RpcError as exc:
+                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert "draining in-flight calls" in err
