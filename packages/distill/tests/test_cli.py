@@ -80,20 +80,8 @@ def test_profile_weakest_judge(
 def test_profile_cli_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     (tmp_path / "tree.json").write_text('{"name": "root", "children": [{"name": "a"}]}')
-    result = runner.invoke(
-        app,
-        [
-            "profile",
-            "--model",
-            "m",
-            "--tree",
-            str(tmp_path / "tree.json"),
-            "--pool",
-            str(tmp_path / "missing.jsonl"),
-            "--out",
-            str(tmp_path / "o"),
-            "--engine",
-            "openai",
-        ],
-    )
-    assert result.exit_code == 2 and "base-url" in result.output
+    base = ["profile", "--model", "m", "--tree", str(tmp_path / "tree.json"), "--out", str(tmp_path / "o")]
+    no_url = runner.invoke(app, [*base, "--pool", str(tmp_path / "missing.jsonl"), "--engine", "openai"])
+    assert no_url.exit_code == 2 and "base-url" in no_url.output
+    no_pool = runner.invoke(app, [*base, "--pool", str(tmp_path / "missing.jsonl")])
+    assert no_pool.exit_code == 2 and "missing.jsonl" in no_pool.output

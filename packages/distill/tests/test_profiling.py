@@ -79,7 +79,7 @@ def test_profile_tiny_student_end_to_end(
     config = ProfileConfig(
         samples_per_problem=2,
         sampling=SamplingConfig(temperature=0.6, max_new_tokens=128, seed=0),
-        chunk_size=6,
+        chunk_size=12,
         judge_workers=1,
     )
     with make_engine("hf", str(tiny_student_dir), batch_size=16, device="cpu") as engine:

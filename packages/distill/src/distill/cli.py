@@ -65,8 +65,12 @@ def profile(
     )
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
     skill_tree = SkillTree.load(tree)
-    problems = load_pool(pool, mapping=mapping, limit=limit)
+    try:
+        problems = load_pool(pool, mapping=mapping, limit=limit)
+    except (OSError, ValueError, KeyError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pool") from exc
     config = ProfileConfig(
         samples_per_problem=k,
         sampling=SamplingConfig(
@@ -79,9 +83,7 @@ def profile(
         chunk_size=chunk_size,
         weakest_k=top,
     )
-    with make_engine(
-        engine, model, **_engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
-    ) as gen:
+    with make_engine(engine, model, **opts) as gen:
         result = profile_student(gen, skill_tree, problems, out_dir=out, config=config)
     paths = write_reports(result, config)
     if mlflow_log:
