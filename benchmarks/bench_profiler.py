@@ -39,19 +39,30 @@ def bench_judge(n_answers: int, workers: int) -> None:
         items.append(
             JudgeItem(unique_id=f"{p.unique_id}-{i}", response=response, expected_answer=p.expected_answer)
         )
-    for w in (workers, 0):
-        with MathJudge(workers=w, timeout_s=5) as judge:
-            judge.judge(items[:20])  # start the workers and warm the parsers
-            start = time.perf_counter()
-            verdicts = judge.judge(items)
-            elapsed = time.perf_counter() - start
-        counts: dict[str, int] = {}
-        for v in verdicts:
-            counts[v.status] = counts.get(v.status, 0) + 1
-        label = f"{w} worker processes" if w else "inline (main thread)"
-        print(
-            f"judge, {label}: {len(items)} answers in {elapsed:.2f} s = {len(items) / elapsed:,.0f} answers/s  {counts}"
+    # every answer written differently from its reference, so each one goes through math-verify
+    hard = []
+    for i in range(n_answers // 2):
+        a, b = rng.randint(1, 97), rng.randint(2, 99)
+        shown = f"{a / b:.6f}" if i % 2 else f"\\dfrac{{{a * 2}}}{{{b * 2}}}"
+        hard.append(
+            JudgeItem(
+                unique_id=f"h{i}", response=f"\\boxed{{{shown}}}", expected_answer=f"\\frac{{{a}}}{{{b}}}"
+            )
         )
+    for name, batch in (("world answers", items), ("math-verify-bound answers", hard)):
+        for w in (workers, 0):
+            with MathJudge(workers=w, timeout_s=5) as judge:
+                judge.judge(batch[:20])  # start the workers and warm the parsers
+                start = time.perf_counter()
+                verdicts = judge.judge(batch)
+                elapsed = time.perf_counter() - start
+            counts: dict[str, int] = {}
+            for v in verdicts:
+                counts[v.status] = counts.get(v.status, 0) + 1
+            label = f"{w} worker processes" if w else "inline (main thread)"
+            print(
+                f"judge {name}, {label}: {len(batch)} in {elapsed:.2f} s = {len(batch) / elapsed:,.0f} answers/s  {counts}"
+            )
 
 
 def bench_generation(n_prompts: int, max_new_tokens: int, batch_size: int, repeats: int) -> None:
