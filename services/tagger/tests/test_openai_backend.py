@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from skillcore import SkillTree
-
 from skilltagger.backends.openai_chat import (
     OpenAIBackend,
     OpenAIConfig,

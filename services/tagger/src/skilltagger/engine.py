@@ -71,10 +71,13 @@ def solution_summary(solution: str, max_chars: int) -> str:
     return visible[:max_chars]
 
 
+SOLUTION_MARK = "\nSolution: "
+
+
 def problem_text(problem: ProblemInput, summary_chars: int) -> str:
     summary = solution_summary(problem.solution, summary_chars)
     question = " ".join(problem.question.split())
-    return f"{question}\nSolution: {summary}" if summary else question
+    return f"{question}{SOLUTION_MARK}{summary}" if summary else question
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class EngineSettings:
     cache: str | None = None
     # embedding
     exemplars: str | None = None  # tagged JSONL; a few problems per leaf become exemplars
-    per_leaf: int = 8
+    per_leaf: int = 20
     embedding_options: dict[str, Any] = field(default_factory=dict)
     # openai
     openai_urls: Sequence[str] = ()

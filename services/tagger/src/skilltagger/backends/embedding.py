@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from skillcore import PoolProblem, SkillTree, TaggedProblem
 
-from skilltagger.engine import Choice, NodeQuery, ProblemInput, problem_text
+from skilltagger.engine import SOLUTION_MARK, Choice, NodeQuery, ProblemInput, problem_text
 
 Aggregate = Literal["max", "mean"]
 
@@ -53,14 +54,19 @@ def load_model(path: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    threshold: float = 0.7
-    margin: float = 0.03
+    # defaults tuned on the offline world (pool seed 0, 20 exemplars per leaf); see bench_tagger.py
+    threshold: float = 0.85
+    margin: float = 0.0
     max_children: int = 3
     exemplar_weight: float = 0.8  # weight of exemplar evidence against the node's own text
     aggregate: Aggregate = "max"  # how a child combines the leaf centroids below it
-    # Multi-skill problems: each sentence also votes for its best child when that child scores at
-    # least this much (None: whole-text scores only).
-    segment_threshold: float | None = None
+    # Multi-skill problems: each sentence of the question looks up its ``segment_k`` nearest exemplar
+    # sentences; when at least ``segment_min_votes`` of them are this similar and ``segment_agree`` of
+    # those name one leaf, the sentence votes for that leaf (None: whole-text scores only).
+    segment_sim: float | None = 0.6
+    segment_k: int = 5
+    segment_min_votes: int = 2
+    segment_agree: float = 0.6
     min_segment_words: int = 3
     model_path: str | None = None  # None: the packaged model
     batch_size: int = 64
@@ -70,7 +76,7 @@ class EmbeddingConfig:
 def exemplars_from_tagged(
     problems: Iterable[TaggedProblem | PoolProblem | Mapping[str, Any]],
     *,
-    per_leaf: int = 8,
+    per_leaf: int = 20,
     summary_chars: int = 400,
 ) -> dict[tuple[str, ...], list[str]]:
     """Up to ``per_leaf`` exemplar texts per leaf chain, from tagged problems (first come, first kept)."""
@@ -111,11 +117,16 @@ def split_segments(text: str, min_words: int = 3) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= min_words]
 
 
+def question_part(text: str) -> str:
+    """The question of a problem text built by ``problem_text`` (without the solution summary)."""
+    return text.split(SOLUTION_MARK, 1)[0]
+
+
 @dataclass
 class _WalkState:
-    text_sims: np.ndarray  # [rows, nodes]: rows are the problems, then their segments
-    leaf_sims: np.ndarray  # [rows, exemplar leaves]
-    segments: list[list[int]]  # per problem, its segment rows
+    text_sims: np.ndarray  # [problems, nodes]
+    leaf_sims: np.ndarray  # [problems, exemplar leaves]
+    votes: list[dict[int, float]]  # per problem: leaf preorder index -> vote similarity
 
 
 class EmbeddingBackend:
@@ -169,6 +180,17 @@ class EmbeddingBackend:
             leaf_ids.append(tree.node(list(chain)).index)
         dim = self.node_vecs.shape[1]
         self.centroids = np.stack(cents) if cents else np.zeros((0, dim), dtype=np.float32)
+        # sentence library for segment votes: every sentence of every exemplar question
+        lib_texts: list[str] = []
+        lib_leaf: list[int] = []
+        for chain, texts in sorted(self.exemplars.items()):
+            leaf = tree.node(list(chain)).index
+            for text in texts:
+                for seg in split_segments(question_part(text), self.cfg.min_segment_words):
+                    lib_texts.append(seg)
+                    lib_leaf.append(leaf)
+        self.library_vecs = self.encode(lib_texts)
+        self.library_leaf = np.array(lib_leaf, dtype=np.int64)
         # for every node: positions in `centroids` of the exemplar leaves below it
         below: list[list[int]] = [[] for _ in nodes]
         for pos, leaf in enumerate(leaf_ids):
@@ -177,20 +199,30 @@ class EmbeddingBackend:
         self.leaves_below = [np.array(b, dtype=np.int64) for b in below]
 
     def start(self, texts: Sequence[str]) -> _WalkState:
-        rows = list(texts)
-        owner = list(range(len(rows)))
-        if self.cfg.segment_threshold is not None:
+        vecs = self.encode(list(texts))
+        votes: list[dict[int, float]] = [{} for _ in texts]
+        if self.cfg.segment_sim is not None and len(self.library_leaf):
+            owner: list[int] = []
+            rows: list[str] = []
             for i, text in enumerate(texts):
-                segs = split_segments(text, self.cfg.min_segment_words)
+                segs = split_segments(question_part(text), self.cfg.min_segment_words)
                 if len(segs) > 1:
                     rows.extend(segs)
                     owner.extend([i] * len(segs))
-        vecs = self.encode(rows)
-        segments: list[list[int]] = [[] for _ in texts]
-        for row in range(len(texts), len(rows)):
-            segments[owner[row]].append(row)
-        # similarities of every text and segment to every node text and every leaf centroid
-        return _WalkState(vecs @ self.node_vecs.T, vecs @ self.centroids.T, segments)
+            if rows:
+                sims = self.encode(rows) @ self.library_vecs.T  # [segments, library sentences]
+                k = min(self.cfg.segment_k, sims.shape[1])
+                top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+                for row, problem in enumerate(owner):
+                    close = [int(j) for j in top[row] if sims[row, j] >= self.cfg.segment_sim]
+                    if len(close) < self.cfg.segment_min_votes:
+                        continue
+                    leaves = Counter(int(self.library_leaf[j]) for j in close)
+                    leaf, n = leaves.most_common(1)[0]
+                    if n / len(close) >= self.cfg.segment_agree:
+                        score = float(max(sims[row, j] for j in close if self.library_leaf[j] == leaf))
+                        votes[problem][leaf] = max(votes[problem].get(leaf, -1.0), score)
+        return _WalkState(vecs @ self.node_vecs.T, vecs @ self.centroids.T, votes)
 
     def _scores(self, state: _WalkState, row: int, kids: list[int]) -> np.ndarray:
         cfg = self.cfg
@@ -222,12 +254,13 @@ class EmbeddingBackend:
                 for rank, j in enumerate(order)
                 if rank == 0 or scores[j] >= cfg.threshold or scores[j] >= best - cfg.margin
             }
-            if cfg.segment_threshold is not None:
-                for row in state.segments[q.problem]:
-                    seg = self._scores(state, row, kids)
-                    j = int(np.argmax(seg))
-                    if seg[j] >= cfg.segment_threshold:
-                        picked[j] = max(picked.get(j, -1.0), float(seg[j]))
+            depth = self.tree.nodes[q.node].depth
+            for leaf, vote in state.votes[q.problem].items():
+                path = self.tree.ancestors(leaf)  # depth 1 .. leaf
+                below = depth == 0 or (depth < len(path) and int(path[depth - 1]) == q.node)
+                if below:  # the vote passes through the child on the leaf's path
+                    j = kids.index(int(path[depth]))
+                    picked[j] = max(picked.get(j, -1.0), vote)
             keep = sorted(picked, key=lambda j: -picked[j])[: cfg.max_children]
             out.append([Choice(kids[j], picked[j]) for j in keep])
         return out
@@ -245,7 +278,7 @@ class EmbeddingBackend:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
-            dim = int(self.model.get_sentence_embedding_dimension())
+            dim = int(self.model.get_embedding_dimension())
             return np.zeros((0, dim), dtype=np.float32)
         with self._encode_lock, _torch_threads(self.cfg.threads):
             vecs = self.model.encode(
