@@ -44,9 +44,12 @@ def server(
         "BENTOML_HOME": str(work / "bentoml-home"),
     }
     argv = [bentoml_cli(), "serve", "skillprofiler.service:Profiler", "--port", str(port)]
-    with server_process(
-        argv, ready_url=f"http://127.0.0.1:{port}/readyz", env=env, cwd=work, startup_timeout_s=180
-    ), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+    with (
+        server_process(
+            argv, ready_url=f"http://127.0.0.1:{port}/readyz", env=env, cwd=work, startup_timeout_s=180
+        ),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
+    ):
         yield {"client": client, "work": work, "port": port, "mlflow": env["MLFLOW_TRACKING_URI"]}
 
 
@@ -256,3 +259,36 @@ def test_weakest_errors(server: dict[str, Any]) -> None:
     assert post(server, "/weakest", {"profile_id": "../secrets"}).status_code == 400
     assert post(server, "/weakest", {"profile_id": "x", "k": 0}).status_code == 400
     assert post(server, "/weakest", {}).status_code == 400
+
+
+def test_python_client(server: dict[str, Any], data_dir: Path, tiny_student_dir: Path) -> None:
+    from distill.judge import JudgeItem
+    from skillprofiler.client import ProfilerClient, ProfilerError
+
+    with ProfilerClient(f"http://127.0.0.1:{server['port']}") as client:
+        assert client.ready()
+        verdicts = client.judge(
+            [JudgeItem(unique_id="a", response="\\boxed{0.25}", expected_answer="\\frac14")]
+        )
+        assert verdicts[0].status == "correct"
+        request = {
+            "model": str(tiny_student_dir),
+            "pool": str(data_dir / "pool.jsonl"),
+            "tree": str(data_dir / "tree.json"),
+        }
+        with pytest.raises(ProfilerError) as refused:
+            client.profile(**{**request, "pool": "/etc/passwd"})
+        assert refused.value.status_code == 403 and "outside the allowed roots" in refused.value.message
+        summary = client.profile(
+            **request,
+            limit=3,
+            sampling={"max_new_tokens": 48},
+            profile_id="client-run",
+            poll_s=0.3,
+            timeout_s=240,
+        )
+        assert summary["profile_id"] == "client-run" and summary["attempts"] == 3
+        assert client.weakest("client-run", k=2) == summary["weakest"][:2]
+        with pytest.raises(ProfilerError) as missing:
+            client.weakest("nothing-here")
+        assert missing.value.status_code == 404

@@ -55,14 +55,8 @@ def profile(
     """Run a student on a tagged pool, judge its answers and build the per-skill profile."""
     from skillcore import SkillTree
 
-    from distill.engines import SamplingConfig, make_engine
-    from distill.profiling import (
-        ProfileConfig,
-        load_pool,
-        log_profile_to_mlflow,
-        profile_student,
-        write_reports,
-    )
+    from distill.engines import SamplingConfig
+    from distill.profiling import ProfileConfig, load_pool, run_profile
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
@@ -83,13 +77,17 @@ def profile(
         chunk_size=chunk_size,
         weakest_k=top,
     )
-    with make_engine(engine, model, **opts) as gen:
-        result = profile_student(gen, skill_tree, problems, out_dir=out, config=config)
-    paths = write_reports(result, config)
-    if mlflow_log:
-        run_id = log_profile_to_mlflow(
-            result, config, problems, paths=paths, engine_kind=engine, pool_source=str(pool)
-        )
+    result, paths, run_id = run_profile(
+        model,
+        skill_tree,
+        problems,
+        out_dir=out,
+        engine=engine,
+        engine_opts=opts,
+        config=config,
+        log_mlflow=mlflow_log,
+    )
+    if run_id:
         typer.echo(f"MLflow run: {run_id}")
     typer.echo(f"accuracy {result.accuracy:.3f} over {len(result.verdicts)} attempts; reports in {out}")
     typer.echo(paths["weakest_md"].read_text(encoding="utf-8"))

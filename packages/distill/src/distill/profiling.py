@@ -339,3 +339,37 @@ def log_profile_to_mlflow(
         for key in ("weakest", "weakest_md", "png", "html"):
             mlflow.log_artifact(str(paths[key]), artifact_path="profile")
         return str(run.info.run_id)
+
+
+def run_profile(
+    model: str,
+    tree: SkillTree | str | Path,
+    pool: Sequence[TaggedProblem] | str | Path,
+    *,
+    out_dir: str | Path,
+    engine: str = "hf",
+    engine_opts: dict[str, Any] | None = None,
+    config: ProfileConfig | None = None,
+    log_mlflow: bool = True,
+    progress: bool = True,
+) -> tuple[ProfileResult, dict[str, Path], str | None]:
+    """The whole profiling stage in-process: build the engine, profile, write reports, log to MLflow.
+
+    Returns the result, the report paths and the MLflow run id (None without logging). This is what the
+    ``distill profile`` CLI and the pipeline call; the BentoML service wraps the same steps.
+    """
+    from distill.engines import make_engine
+
+    config = config or ProfileConfig()
+    skill_tree = tree if isinstance(tree, SkillTree) else SkillTree.load(tree)
+    problems = list(pool) if not isinstance(pool, str | Path) else load_pool(pool)
+    with make_engine(engine, model, **(engine_opts or {})) as gen:
+        result = profile_student(gen, skill_tree, problems, out_dir=out_dir, config=config, progress=progress)
+    paths = write_reports(result, config)
+    run_id = None
+    if log_mlflow:
+        source = str(pool) if isinstance(pool, str | Path) else None
+        run_id = log_profile_to_mlflow(
+            result, config, problems, paths=paths, engine_kind=engine, pool_source=source
+        )
+    return result, paths, run_id
