@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -218,12 +218,16 @@ def _worker_loop(soft_timeout: int) -> None:
         sys.stdout.flush()
 
 
+STARTUP_TIMEOUT_S = 180.0  # importing sympy/math-verify on a busy machine
+
+
 @dataclass
 class _Worker:
     process: subprocess.Popen[str]
     ready: bool = False  # the worker has imported math-verify and said "ready"
     job: int | None = None
     deadline: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
     def fileno(self) -> int:
         assert self.process.stdout is not None
@@ -332,15 +336,35 @@ class MathJudge:
         while len(self._pool) < wanted:
             self._pool.append(self._spawn())
         busy: list[_Worker] = []
+        try:
+            self._dispatch(batch, extracted, todo, statuses, bar, busy)
+        except BaseException:
+            # interrupted mid-batch: workers still holding an answer would reply out of turn later
+            for worker in busy:
+                self._replace(worker)
+                worker.job = None
+            raise
+
+    def _dispatch(
+        self,
+        batch: Sequence[JudgeItem],
+        extracted: Sequence[str | None],
+        todo: deque[int],
+        statuses: list[VerdictStatus | None],
+        bar: Any,
+        busy: list[_Worker],
+    ) -> None:
         while todo or busy:
             starting = [w for w in self._pool if not w.ready]
             if starting:  # wait (in parallel) for fresh workers to finish importing
-                for worker in _readable(starting, 0 if busy else 60):
+                for worker in _readable(starting, 0 if busy else 5):
                     assert worker.process.stdout is not None
                     if worker.process.stdout.readline().strip() == "ready":
                         worker.ready = True
                     else:
                         raise RuntimeError("a judge worker failed to start (see its stderr above)")
+                if any(time.monotonic() - w.started > STARTUP_TIMEOUT_S for w in starting if not w.ready):
+                    raise RuntimeError(f"a judge worker did not start within {STARTUP_TIMEOUT_S:.0f}s")
             for worker in self._pool:
                 if worker.ready and worker.job is None and todo:
                     i = todo.popleft()
@@ -389,6 +413,7 @@ class MathJudge:
         _stop(worker.process, kill=True)
         worker.process = self._spawn().process
         worker.ready = False
+        worker.started = time.monotonic()
 
 
 def _readable(workers: Sequence[_Worker], timeout: float) -> list[_Worker]:
