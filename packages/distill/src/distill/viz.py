@@ -40,7 +40,7 @@ def plot_tree(profile: SkillProfile, *, title: str | None = None, max_label_dept
     heights = _leaf_counts(profile)
     depth = int(tree.depth.max())
     n_leaves = int(heights[0])
-    fig_h = min(max(4.0, 0.28 * n_leaves), 40.0)
+    fig_h = min(max(4.0, 0.36 * n_leaves), 60.0)
     fig, ax = plt.subplots(figsize=(3.2 * depth + 1.5, fig_h))
     cmap = colormaps[_CMAP]
     norm = Normalize(0.0, 1.0)
