@@ -114,3 +114,36 @@ def test_tagged_problem_keeps_record_and_adds_provenance(tree: SkillTree) -> Non
     assert tagged.unique_id == row["unique_id"] and tagged.chains
     assert tagged.metadata["tagger"]["tree_hash"] == tree.content_hash()
     assert tagged.metadata["gold_chain"] == row["metadata"]["gold_chain"]
+
+
+def test_factory_builds_engines_from_settings(tmp_path: Path, tree_file: Path) -> None:
+    from skillcore import write_jsonl
+    from skilltagger.factory import EngineSettings, build_engine, load_tree
+
+    rows = [
+        {**{k: v for k, v in r.items() if k != "metadata"}, "chains": [r["metadata"]["gold_chain"]]}
+        for r in small_problems()
+    ]
+    write_jsonl(tmp_path / "ex.jsonl", rows)
+    engine = build_engine(
+        EngineSettings(
+            tree=str(tree_file),
+            exemplars=str(tmp_path / "ex.jsonl"),
+            cache=str(tmp_path / "c.sqlite"),
+            embedding_options={"threads": 1},
+        )
+    )
+    assert engine.cache is not None and engine.tree_hash == small_tree_hash(tree_file)
+    assert len(engine.backend.exemplars) == len(PROBLEMS)  # type: ignore[attr-defined]
+    assert engine.tag(small_problems(2))[0].chains
+    assert load_tree("world").n_leaves > 10
+    with pytest.raises(ValueError, match="unknown backend"):
+        build_engine(EngineSettings(tree=str(tree_file), backend="nope"))
+    with pytest.raises(ValueError, match="--openai-url"):
+        build_engine(EngineSettings(tree=str(tree_file), backend="openai"))
+    with pytest.raises(FileNotFoundError, match="skill tree file not found"):
+        load_tree(tmp_path / "missing.json")
+
+
+def small_tree_hash(path: Path) -> str:
+    return SkillTree.load(path).content_hash()
