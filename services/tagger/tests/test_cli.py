@@ -15,8 +15,11 @@ from pathlib import Path
 import grpc
 import mlflow
 from skillcore import TaggedProblem, read_jsonl, write_jsonl
+from skilltagger import TaggingEngine, tag_records
+from skilltagger.cli import app
 from skilltagger.client import TaggerClient
-from skilltagger.testing import free_port, small_problems
+from skilltagger.testing import free_port, running_server, small_problems
+from typer.testing import CliRunner
 
 CLI = [sys.executable, "-m", "skilltagger.cli"]
 
@@ -142,3 +145,22 @@ def test_serve_drains_in_flight_calls_on_sigterm(tmp_path: Path, tree_file: Path
             proc.kill()
         _, err = proc.communicate(timeout=30)
     assert "draining in-flight calls" in err
+
+
+def test_tag_through_a_running_server_from_an_hf_folder(tmp_path: Path, engine: TaggingEngine) -> None:
+    folder = tmp_path / "pool_ds"
+    write_jsonl(folder / "train.jsonl", small_problems(9, prefix="hf-"))
+    output = tmp_path / "via_server.jsonl"
+    with running_server(engine) as address:
+        result = CliRunner().invoke(
+            app,
+            ["tag", f"hf://{folder}", str(output), "--server", address, "--batch-size", "4", "--no-mlflow"],
+        )
+        assert result.exit_code == 0, result.output
+        with TaggerClient.from_address(address) as client:
+            tagged = list(tag_records(read_jsonl(tmp_path / "pool_ds" / "train.jsonl"), client, batch_size=4))
+    rows = list(read_jsonl(output))
+    assert [r["unique_id"] for r in rows] == [f"hf-{i}" for i in range(9)]
+    assert all(r["chains"] and r["metadata"]["tagger"]["backend"] == "embedding" for r in rows)
+    assert [t.chains for t in tagged] == [r["chains"] for r in rows]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["n_problems"] == 9

@@ -1,1 +1,75 @@
-"""skilltagger: the skill-tagging engine, backends, cache, gRPC server, client and CLI."""
+"""skilltagger: attribute problems to skill chains (engine, backends, SQLite cache, gRPC server, client, CLI).
+
+In-process::
+
+    engine = TaggingEngine(tree, EmbeddingBackend(exemplars=...), TagCache("tags.sqlite"))
+    results = engine.tag(problems)
+
+Through the service::
+
+    with TaggerClient.from_address("grpc://127.0.0.1:50051") as client:
+        results = client.tag(problems)
+
+Either way ``tag_records(records, tagger)`` gives skillcore TaggedProblems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from skillcore import PoolProblem, TaggedProblem, map_record
+
+from skilltagger.cache import TagCache
+from skilltagger.engine import (
+    Backend,
+    BackendUnavailable,
+    Choice,
+    DeadlineExceeded,
+    NodeQuery,
+    ProblemInput,
+    TaggingEngine,
+    TaggingError,
+    TagResult,
+    tagged_problem,
+)
+
+
+class Tagger(Protocol):
+    def tag(self, problems: Sequence[Any]) -> list[TagResult]: ...
+
+
+def tag_records(
+    records: Iterable[PoolProblem | Mapping[str, Any]], tagger: Tagger, *, batch_size: int = 256
+) -> Iterator[TaggedProblem]:
+    """TaggedProblems for ``records`` using an engine or a TaggerClient, ``batch_size`` at a time."""
+    batch: list[PoolProblem] = []
+
+    def flush() -> Iterator[TaggedProblem]:
+        for record, result in zip(batch, tagger.tag(batch), strict=True):
+            yield tagged_problem(record, result)
+        batch.clear()
+
+    for raw in records:
+        batch.append(raw if isinstance(raw, PoolProblem) else map_record(raw))
+        if len(batch) >= batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "Choice",
+    "DeadlineExceeded",
+    "NodeQuery",
+    "ProblemInput",
+    "TagCache",
+    "TagResult",
+    "Tagger",
+    "TaggingEngine",
+    "TaggingError",
+    "tag_records",
+    "tagged_problem",
+]
