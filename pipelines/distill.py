@@ -235,25 +235,37 @@ def stage_profile(
 
     out = ctx.stage_dir("profile")
     problems = _sample_rows(tagged, limit, ctx.seed)
-    if profiler.startswith("http://") or profiler.startswith("https://"):
-        raise typer.BadParameter(
-            "profiling through the BentoML service from the pipeline is not wired yet; "
-            "use --profiler in-process (the service runs the same profile_student core)"
+    from distill.engines import SamplingConfig
+
+    sampling = SamplingConfig(temperature=0.6, max_new_tokens=max_new_tokens, seed=ctx.seed)
+    if profiler.startswith(("http://", "https://")):
+        # The service reads files under its allowed roots: the sample and tree go there by path.
+        from skillcore import write_jsonl
+        from skillprofiler.client import ProfilerClient
+
+        sample_path = out / "pool_sample.jsonl"
+        write_jsonl(sample_path, problems)
+        with ProfilerClient(profiler) as client:
+            answer = client.profile(
+                model=student, pool=str(sample_path.resolve()), tree=str(tree_path.resolve()), engine=engine,
+                sampling=sampling.model_dump(), profile_id=f"{ctx.workdir.name}-{ctx.seed}", batch_size=batch_size,
+            )  # fmt: skip
+        weakest = ", ".join(
+            f"{w['chain'].split('->')[-1]} {w['accuracy'] or 0:.0%}" for w in answer["weakest"][:5]
         )
+        ctx.record(
+            "profile", problems=answer["problems"], accuracy=round(answer["accuracy"], 3), weakest=weakest
+        )
+        return Path(answer["out_dir"]) / "verdicts.jsonl"
     if profiler != "in-process":
         raise typer.BadParameter("--profiler must be 'in-process' or http://host:port")
-    from distill.engines import SamplingConfig, make_engine
-    from distill.profiling import ProfileConfig, log_profile_to_mlflow, profile_student, write_reports
+    from distill.profiling import ProfileConfig, run_profile
 
-    tree = SkillTree.load(tree_path)
-    config = ProfileConfig(
-        sampling=SamplingConfig(temperature=0.6, max_new_tokens=max_new_tokens, seed=ctx.seed)
-    )
     opts: dict[str, Any] = {"batch_size": batch_size} if engine == "hf" else {}
-    gen = make_engine(engine, student, **opts)
-    result = profile_student(gen, tree, problems, out_dir=out, config=config)
-    paths = write_reports(result, config)
-    log_profile_to_mlflow(result, config, problems, paths=paths, engine_kind=engine, pool_source=str(tagged))
+    result, _, _ = run_profile(
+        student, SkillTree.load(tree_path), problems, out_dir=out, engine=engine, engine_opts=opts,
+        config=ProfileConfig(sampling=sampling),
+    )  # fmt: skip
     weakest = ", ".join(f"{r['chain'].split('->')[-1]} {r['accuracy']:.0%}" for r in result.weakest(5))
     ctx.record("profile", problems=len(problems), accuracy=round(result.accuracy, 3), weakest=weakest)
     return out / "verdicts.jsonl"

@@ -81,3 +81,55 @@ def test_pipeline_rejects_a_pool_without_a_tree(tmp_path):
     )
     assert result.returncode == 2
     assert "--pool needs --tree" in result.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
+    """--tagger grpc://... and --profiler http://...: the same stages, served by the real services."""
+    from distill.testing import free_port, server_process
+    from skilltagger.client import TaggerClient
+    from skillworld import world_tree
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    world_tree().save(tmp_path / "tree.json")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/services-mlflow.db",
+        "SKILLPROFILER_ALLOWED_ROOTS": f"{tmp_path}:{tiny_student_dir}",
+        "SKILLPROFILER_WORK_DIR": str(tmp_path / "profiles"),
+        "SKILLPROFILER_JUDGE_WORKERS": "1",
+        "BENTOML_HOME": str(tmp_path / "bentoml-home"),
+    }
+    grpc_port, http_port = free_port(), free_port()
+    bin_dir = Path(sys.executable).parent
+    tagger = subprocess.Popen(
+        [str(bin_dir / "skilltagger"), "serve", "--tree", str(tmp_path / "tree.json"), "--port", str(grpc_port),
+         "--cache", str(tmp_path / "tags.sqlite")],
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        with TaggerClient.from_address(f"grpc://127.0.0.1:{grpc_port}") as client:
+            client.wait_ready(timeout=180)
+        with server_process(
+            [str(bin_dir / "bentoml"), "serve", "skillprofiler.service:Profiler", "--port", str(http_port)],
+            ready_url=f"http://127.0.0.1:{http_port}/readyz", env=env, cwd=tmp_path, startup_timeout_s=180,
+        ):  # fmt: skip
+            result = run_pipeline(
+                ["--registry-model", "svc", "--workdir", str(workdir), "--student", str(tiny_student_dir),
+                 "--pool-size", "120", "--suite-size", "5", "--profile-limit", "24", "--k", "8",
+                 "--max-new-tokens", "96", "--batch-size", "24",
+                 "--tagger", f"grpc://127.0.0.1:{grpc_port}", "--profiler", f"http://127.0.0.1:{http_port}"],
+                f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
+            )  # fmt: skip
+    finally:
+        tagger.terminate()
+        tagger.wait(timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = json.loads((workdir / "summary.json").read_text())["stages"]
+    assert stages["tag"]["problems"] == 120 and stages["profile"]["problems"] == 24
+    # The profiler service wrote the verdicts in its own work dir; selection read them from there.
+    verdict_files = list((tmp_path / "profiles").rglob("verdicts.jsonl"))
+    assert len(verdict_files) == 1 and sum(1 for _ in read_jsonl(verdict_files[0])) == 24
+    assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 8
