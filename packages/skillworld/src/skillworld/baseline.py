@@ -49,13 +49,40 @@ def run_baseline_profile(
     batch_size: int = 64,
     suites: Mapping[str, Sequence[TaggedProblem]] | None = None,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Profile ``model`` on every suite (resumable per suite folder) and write ``baseline_report.json``."""
+    """Profile ``model`` on every suite (resumable per suite folder) and write ``baseline_report.json``.
+
+    ``threads``: torch CPU threads while generating (one is fastest for the tiny student on a busy
+    machine); None keeps torch's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run(
+            model, Path(out_dir), seed, suite_size, max_new_tokens, temperature, batch_size, suites, progress
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(
+    model: str,
+    out: Path,
+    seed: int,
+    suite_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    batch_size: int,
+    suites: Mapping[str, Sequence[TaggedProblem]] | None,
+    progress: bool,
+) -> dict[str, Any]:
     from distill.engines import SamplingConfig, make_engine
     from distill.judge import MathJudge
     from distill.profiling import ProfileConfig, profile_student
 
-    out = Path(out_dir)
     suites = suites if suites is not None else generate_benchmarks(seed, suite_size)
     tree = world_tree()
     config = ProfileConfig(

@@ -23,34 +23,34 @@ DEFAULT_ALIAS = "base"
 
 MASTERED = (
     "Multi-digit addition",
-    "Multi-digit subtraction",
     "Order of operations",
     "Remainders by digit sums",
     "Percentages",
-    "Linear equations",
     "Multiplication principle",
-    "Basic probability",
-    "Arithmetic sequences",
     "Geometric sequences",
 )
 WEAK = (
-    "Long multiplication",
+    "Multi-digit subtraction",
     "Greatest common divisor",
     "Least common multiple",
-    "Adding fractions",
-    "Evaluating polynomials",
+    "Linear equations",
     "Permutations",
-    "Arithmetic series",
+    "Basic probability",
+    "Arithmetic sequences",
     "Recursive sequences",
 )
 BARELY_SEEN = (
+    "Long multiplication",
     "Counting divisors",
+    "Adding fractions",
     "Multiplying fractions",
     "Simplifying fractions",
+    "Evaluating polynomials",
     "Systems of linear equations",
     "Combinations",
+    "Arithmetic series",
 )
-TIER_WEIGHTS = {"mastered": 1.0, "weak": 0.35, "barely_seen": 0.06, "hard": 0.5}
+TIER_WEIGHTS = {"mastered": 1.0, "weak": 0.25, "barely_seen": 0.04, "hard": 0.3}
 
 
 def skewed_weights() -> dict[str, float]:
@@ -70,17 +70,17 @@ def leaf_tiers() -> dict[str, str]:
 
 
 BOOTSTRAP_MIX = Mix(
-    n_skills={1: 0.8, 2: 0.2}, levels={1: 0.5, 2: 0.35, 3: 0.15}, leaf_weights=skewed_weights()
+    n_skills={1: 0.85, 2: 0.15}, levels={1: 0.6, 2: 0.3, 3: 0.1}, leaf_weights=skewed_weights()
 )
 
 
 @dataclass
 class BootstrapConfig:
     seed: int = 0
-    n_problems: int = 12_800
+    n_problems: int = 18_000
     epochs: float = 1.0
-    batch_size: int = 32
-    lr: float = 3e-3
+    batch_size: int = 16
+    lr: float = 5e-3
     warmup_steps: int = 30
     vocab_size: int = 1024
     tokenizer_texts: int = 6000

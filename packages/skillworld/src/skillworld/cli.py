@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from skillworld.bootstrap import BootstrapConfig
+
+_BOOT = BootstrapConfig()
 app = typer.Typer(
     help="The offline skill world: generated corpus, benchmarks and a tiny Qwen3 student.",
     no_args_is_help=True,
@@ -56,10 +59,10 @@ def bootstrap(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     n_problems: Annotated[
         int, typer.Option("--n-problems", min=1, help="Size of the skewed training mix")
-    ] = 12_800,
-    epochs: Annotated[float, typer.Option("--epochs", min=0.01)] = 1.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 3e-3,
+    ] = _BOOT.n_problems,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01)] = _BOOT.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _BOOT.batch_size,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = _BOOT.lr,
     time_budget: Annotated[
         float | None, typer.Option("--time-budget", help="Stop training after this many seconds")
     ] = None,
@@ -69,12 +72,21 @@ def bootstrap(
         bool, typer.Option("--register/--no-register", help="Log to MLflow and register")
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Train even if the registered model exists")] = False,
+    model_json: Annotated[
+        str, typer.Option("--model-json", help='Qwen3Config overrides as JSON, e.g. {"hidden_size": 128}')
+    ] = "{}",
 ) -> None:
     """Train the tiny Qwen3 student from scratch on a skewed mix; save, log to MLflow and register it."""
-    from skillworld.bootstrap import BootstrapConfig
+    import json
+
     from skillworld.bootstrap import bootstrap as run_bootstrap
 
+    try:
+        model_overrides = json.loads(model_json)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--model-json is not valid JSON: {exc}") from exc
     config = BootstrapConfig(
+        model=model_overrides,
         seed=seed,
         n_problems=n_problems,
         epochs=epochs,

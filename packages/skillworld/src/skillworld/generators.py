@@ -572,26 +572,29 @@ def gen_simplify_fraction(rng: random.Random, level: int, fed: Fed | None) -> Pa
 def gen_percentage(rng: random.Random, level: int, fed: Fed | None) -> Part | None:
     if fed is not None:
         base = fed.value
-        if not 1 <= base <= 100000:
+        if not 10 <= base <= 100000 or base % 10:
             return None
-        options = [p for p in range(5, 100, 5) if base * p % 100 == 0]
-        if not options:
-            return None
-        pct = rng.choice(options)
+        pct = rng.randrange(10, 100, 10) if base % 20 else rng.randrange(5, 100, 5)
     else:
-        pct = rng.choice((10, 20, 25, 50, 75)) if level == 1 else rng.randrange(5, 100, 5)
-        step = 100 // gcd(pct, 100)
-        base = step * rng.randint(1, (10, 30, 80)[level - 1])
+        pct = rng.randrange(10, 100, 10) if level < 3 else rng.randrange(5, 100, 5)
+        base = (20 if pct % 10 else 10) * rng.randint(1, (10, 40, 90)[level - 1])
     sb = _op(fed, base)
     q = rng.choice((f"What is {pct}% of {sb}?", f"Find {pct} percent of {sb}.", f"Compute {pct}% of {sb}."))
-    prod = base * pct
-    steps = [f"{base} * {pct} = {prod}", f"{prod} / 100 = {prod // 100}"]
+    tenth = base // 10
+    answer = base * pct // 100
+    steps = [f"10% of {base} = {tenth}"]
+    if pct % 10 == 0:
+        steps.append(f"{pct}% = {pct // 10} * {tenth} = {answer}")
+    else:
+        steps.append(f"5% = {tenth} / 2 = {tenth // 2}")
+        tens = pct // 10 * tenth
+        steps.append(f"{pct}% = {pct // 10} * {tenth} + {tenth // 2} = {tens} + {tenth // 2} = {answer}")
     return Part(
         "Percentages",
         q,
-        Fraction(prod // 100),
+        Fraction(answer),
         steps,
-        f"{pct}% of {base} = {prod // 100}",
+        f"{pct}% of {base} = {answer}",
         level,
         {"pct": pct, "base": base},
     )

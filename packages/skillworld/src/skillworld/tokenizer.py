@@ -1,7 +1,7 @@
 """A small byte-level BPE tokenizer for the world, with Qwen3's special tokens and chat template.
 
-Digits are split one per token before BPE (as in Qwen's pre-tokenizer; a leading space may stay
-attached), so column arithmetic stays learnable. The chat template is TRL's copy of the original Qwen3 template, read from the installed
+Digits are split one per token before BPE (as in Qwen's pre-tokenizer), and a digit is the same token
+wherever it stands, so copying numbers and column arithmetic stay learnable. The chat template is TRL's copy of the original Qwen3 template, read from the installed
 package when the tokenizer is built, so rendering, ``enable_thinking`` and TRL's assistant-only loss
 masking behave as they do for a real Qwen3 tokenizer.
 """
@@ -60,7 +60,7 @@ def build_tokenizer(
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
         ]
     )

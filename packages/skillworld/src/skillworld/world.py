@@ -84,13 +84,13 @@ POOL_MIX = Mix()
 # Five held-out suites mirroring, in spirit, the paper's AIME24, AIME25, AMC23, MATH Level 5 and
 # OlympiadBench: different difficulty and composition mixes over the same skills.
 SUITES: dict[str, Mix] = {
-    "aime24": Mix(n_skills={2: 0.6, 3: 0.4}, levels={2: 0.5, 3: 0.5}),
+    "aime24": Mix(n_skills={2: 0.6, 3: 0.4}, levels={1: 0.5, 2: 0.5}),
     "aime25": Mix(
         n_skills={1: 0.3, 2: 0.5, 3: 0.2},
-        levels={2: 0.5, 3: 0.5},
+        levels={1: 0.4, 2: 0.4, 3: 0.2},
         category_weights={"Number theory": 2.0, "Combinatorics": 2.0},
     ),
-    "amc23": Mix(n_skills={1: 0.7, 2: 0.3}, levels={1: 0.5, 2: 0.5}),
+    "amc23": Mix(n_skills={1: 0.8, 2: 0.2}, levels={1: 0.7, 2: 0.3}),
     "math_l5": Mix(n_skills={1: 0.8, 2: 0.2}, levels={3: 1.0}),
     "olympiadbench": Mix(
         n_skills={1: 0.4, 2: 0.4, 3: 0.2},
@@ -175,7 +175,7 @@ def assemble(parts: list[Part], rng: random.Random | None = None) -> WorldProble
     difficulty = (
         max(p.level for p in parts) + len(parts) - 1 + (1 if any(p.leaf in HARD_LEAVES for p in parts) else 0)
     )
-    written = f"{'; '.join(summaries)}.\n\nThe answer is \\boxed{{{fmt(answer)}}}."
+    written = f"{summaries[-1]}.\n\nThe answer is \\boxed{{{fmt(answer)}}}."
     return WorldProblem(
         question=" ".join(questions),
         answer=answer,
