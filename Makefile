@@ -7,7 +7,7 @@ DISTS := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.
 STAMP := $(VENV)/.installed
 DEMO_MODEL ?= qwen3-tiny-skilldistill-demo
 
-.PHONY: install test demo lint typecheck bench gpu-install clean
+.PHONY: install test demo lint typecheck bench protos gpu-install clean
 
 $(STAMP): constraints.txt pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+protos: $(STAMP)
+	$(PY) -m skilltagger.protos_gen
 
 # GPU machines: a CUDA torch and vllm, without the CPU pins for torch.
 gpu-install:
