@@ -60,7 +60,7 @@ def stage_data(
 
     if pool is not None and tree is not None:
         ctx.record("data", pool=pool, tree=tree, source="user")
-        return pool, Path(tree)
+        return pool, Path(tree), None
 
     from skillworld import generate_benchmarks, generate_pool, world_tree
 
@@ -77,6 +77,8 @@ def stage_data(
             write_jsonl(
                 out / "pool_truth.jsonl", ({"unique_id": p.unique_id, "chains": p.chains} for p in problems)
             )
+            # Labelled exemplars for the embedding tagger: a separate draw, not the pool itself.
+            write_jsonl(out / "exemplars.jsonl", generate_pool(1000, ctx.seed + 1, progress=False))
             (out / "benchmarks").mkdir(exist_ok=True)
             for name, rows in generate_benchmarks(ctx.seed, suite_size).items():
                 write_jsonl(out / "benchmarks" / f"{name}.jsonl", rows)
@@ -85,7 +87,7 @@ def stage_data(
             ctx.record("data", pool_size=pool_size, seconds=round(time.perf_counter() - start, 1))
     else:
         ctx.record("data", pool_size=pool_size, resumed=True)
-    return str(out / "pool.jsonl"), out / "tree.json"
+    return str(out / "pool.jsonl"), out / "tree.json", str(out / "exemplars.jsonl")
 
 
 def stage_student(ctx: Context, student: str | None) -> str:
@@ -118,7 +120,7 @@ def stage_tag(
         with JsonlAppender(out_path) as out:
             todo = [r for r in rows if r.unique_id not in out.done_ids]
             with (
-                TaggerSession(tagger, tree, exemplars, ctx) as tag_batch,
+                TaggerSession(tagger, tree_path, exemplars, ctx) as tag_batch,
                 tqdm(total=len(rows), initial=len(rows) - len(todo), desc="tagging", unit="problem") as bar,
             ):
                 for start in range(0, len(todo), 256):
@@ -141,8 +143,11 @@ class TaggerSession:
     """Yields a batch-tagging function: the in-process engine (embedding backend, SQLite cache) or a
     remote gRPC tagging service."""
 
-    def __init__(self, address: str, tree: Any, exemplars: str | None, ctx: Context) -> None:
-        self.address, self.tree, self.exemplars, self.ctx = address, tree, exemplars, ctx
+    def __init__(self, address: str, tree_path: Path, exemplars: str | None, ctx: Context) -> None:
+        from skillcore import SkillTree
+
+        self.address, self.tree_path, self.exemplars, self.ctx = address, tree_path, exemplars, ctx
+        self.tree = SkillTree.load(tree_path)
         self._close: Any = None
 
     def __enter__(self) -> Any:
@@ -158,28 +163,16 @@ class TaggerSession:
             return lambda batch: [r.chains for r in client.tag(batch)]
         if self.address != "in-process":
             raise typer.BadParameter("--tagger must be 'in-process' or grpc://host:port")
-        from skilltagger.backends.embedding import EmbeddingBackend, exemplars_from_tagged
-        from skilltagger.cache import TagCache
-        from skilltagger.engine import TaggingEngine
+        from skilltagger.factory import EngineSettings, build_engine
 
-        examples = self._exemplars()
-        backend = EmbeddingBackend(exemplars=exemplars_from_tagged(examples) if examples else None)
-        cache = TagCache(self.ctx.stage_dir("tag") / "cache.sqlite")
-        engine = TaggingEngine(self.tree, backend, cache)
-        self._close = cache.close
+        settings = EngineSettings(
+            tree=str(self.tree_path),
+            cache=str(self.ctx.stage_dir("tag") / "cache.sqlite"),
+            exemplars=self.exemplars,
+        )
+        engine = build_engine(settings)
+        self._close = engine.cache.close if engine.cache is not None else None
         return lambda batch: [r.chains for r in engine.tag(batch)]
-
-    def _exemplars(self) -> list[Any]:
-        from skillcore import iter_rows, map_record
-
-        if self.exemplars:
-            return [map_record(r) for r in iter_rows(self.exemplars)]
-        if (self.ctx.workdir / "world").exists():
-            # Offline world: a few labelled problems per skill, generated apart from the pool.
-            from skillworld import generate_benchmarks
-
-            return [p for rows in generate_benchmarks(self.ctx.seed + 10_000, 40).values() for p in rows]
-        return []
 
     def __exit__(self, *exc: object) -> None:
         if self._close is not None:
@@ -395,9 +388,9 @@ def main(
     with pipeline_run(
         f"distill:{registry_model}", params=params, tags={"skilldistill.pipeline": "distill"}
     ) as run:
-        pool_path, tree_path = stage_data(ctx, pool, tree, pool_size, suite_size)
+        pool_path, tree_path, world_exemplars = stage_data(ctx, pool, tree, pool_size, suite_size)
         student_ref = stage_student(ctx, student)
-        tagged = stage_tag(ctx, pool_path, tree_path, tagger, exemplars, tag_limit)
+        tagged = stage_tag(ctx, pool_path, tree_path, tagger, exemplars or world_exemplars, tag_limit)
         verdicts = stage_profile(
             ctx, tagged, tree_path, student_ref, profiler, profile_limit, engine, max_new_tokens, batch_size
         )
