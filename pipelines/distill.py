@@ -53,8 +53,8 @@ class Context:
 # --------------------------------------------------------------------------------------- stages
 def stage_data(
     ctx: Context, pool: str | None, tree: str | None, pool_size: int, suite_size: int
-) -> tuple[str, Path]:
-    """The teacher pool and skill tree: given by the user, or the offline world generated once."""
+) -> tuple[str, Path, str | None]:
+    """The teacher pool, the skill tree and (offline world) labelled tagger exemplars."""
     from skillcore import write_jsonl
     from skillcore.tracking import log_dataset, stage_run
 
@@ -222,6 +222,7 @@ def stage_profile(
     engine: str,
     max_new_tokens: int,
     batch_size: int,
+    engine_url: str | None = None,
 ) -> Path:
     """The student answers a seeded sample of the tagged pool; verdicts and per-skill profile are saved."""
     from skillcore import SkillTree
@@ -252,9 +253,15 @@ def stage_profile(
         return Path(answer["out_dir"]) / "verdicts.jsonl"
     if profiler != "in-process":
         raise typer.BadParameter("--profiler must be 'in-process' or http://host:port")
+    if engine == "openai" and not engine_url:
+        raise typer.BadParameter("--engine openai needs --engine-url http://host:port/v1")
     from distill.profiling import ProfileConfig, run_profile
 
-    opts: dict[str, Any] = {"batch_size": batch_size} if engine == "hf" else {}
+    engine_opts: dict[str, dict[str, Any]] = {
+        "hf": {"batch_size": batch_size},
+        "openai": {"base_url": engine_url},
+    }
+    opts = engine_opts.get(engine, {})
     result, _, _ = run_profile(
         student, SkillTree.load(tree_path), problems, out_dir=out, engine=engine, engine_opts=opts,
         config=ProfileConfig(sampling=sampling),
@@ -337,7 +344,7 @@ def main(
     student: Annotated[
         str | None, typer.Option(help="Student: HF id, directory or models:/ URI (default: tiny Qwen3)")
     ] = None,
-    pool_size: Annotated[int, typer.Option(min=1, help="Offline world pool size")] = 20_000,
+    pool_size: Annotated[int, typer.Option(min=1, help="Offline world pool size")] = 5_000,
     suite_size: Annotated[int, typer.Option(min=1, help="Offline world problems per benchmark suite")] = 200,
     tag_limit: Annotated[int | None, typer.Option(min=1, help="Tag only the first N pool problems")] = None,
     tagger: Annotated[str, typer.Option(help="'in-process' or grpc://host:port")] = "in-process",
@@ -351,6 +358,9 @@ def main(
     engine: Annotated[str, typer.Option(help="Generation engine: hf, vllm or openai")] = "hf",
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Answer length cap (paper: 8192)")] = 384,
     batch_size: Annotated[int, typer.Option(min=1, help="Generation batch size (hf engine)")] = 64,
+    engine_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL for --engine openai (vllm serve, ...)")
+    ] = None,
     k: Annotated[int, typer.Option(min=1, help="Training examples to select (paper: 1000)")] = 500,
     strategy: Annotated[str, typer.Option(help="Selection strategy")] = "skill",
     baseline: Annotated[list[str] | None, typer.Option(help="Baseline strategies to select too")] = None,
@@ -392,8 +402,9 @@ def main(
         student_ref = stage_student(ctx, student)
         tagged = stage_tag(ctx, pool_path, tree_path, tagger, exemplars or world_exemplars, tag_limit)
         verdicts = stage_profile(
-            ctx, tagged, tree_path, student_ref, profiler, profile_limit, engine, max_new_tokens, batch_size
-        )
+            ctx, tagged, tree_path, student_ref, profiler, profile_limit, engine, max_new_tokens, batch_size,
+            engine_url,
+        )  # fmt: skip
         selected = stage_select(
             ctx, tagged, verdicts, tree_path, k, strategy, baseline or ["random"], temperature, w_max
         )
