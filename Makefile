@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy packages/*/src services/*/src pipelines
+	$(VENV)/bin/mypy packages/*/src services/*/src && $(VENV)/bin/mypy pipelines/distill.py
 
 bench: $(STAMP)
 	set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done

@@ -6,7 +6,9 @@ real Qwen3 students see in the pipeline.
 
 from __future__ import annotations
 
-QUESTION_PROMPT = "Please reason step by step, and put your final answer within \\boxed{{}}.\n\nQuestion: {question}"
+QUESTION_PROMPT = (
+    "Please reason step by step, and put your final answer within \\boxed{{}}.\n\nQuestion: {question}"
+)
 
 
 def question_prompt(question: str) -> str:
