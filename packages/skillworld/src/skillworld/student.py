@@ -19,12 +19,12 @@ from tqdm import tqdm
 from skillworld.tokenizer import ENDOFTEXT, IM_END, build_tokenizer, render_chat
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
-    "hidden_size": 96,
-    "intermediate_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 192,
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "head_dim": 24,
+    "head_dim": 16,
     "max_position_embeddings": 1024,
     "rope_theta": 10000.0,
     "tie_word_embeddings": True,
