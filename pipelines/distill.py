@@ -104,7 +104,13 @@ def stage_student(ctx: Context, student: str | None) -> str:
 
 
 def stage_tag(
-    ctx: Context, pool: str, tree_path: Path, tagger: str, exemplars: str | None, limit: int | None
+    ctx: Context,
+    pool: str,
+    tree_path: Path,
+    tagger: str,
+    exemplars: str | None,
+    limit: int | None,
+    pool_format: str = "native",
 ) -> Path:
     """Attribute every pool problem to skill chains (resumable: finished rows are kept)."""
     from skillcore import JsonlAppender, SkillTree, iter_rows, map_record
@@ -113,7 +119,7 @@ def stage_tag(
 
     tree = SkillTree.load(tree_path)
     out_path = ctx.stage_dir("tag") / "tagged.jsonl"
-    rows = [map_record(r) for r in _take(iter_rows(pool), limit)]
+    rows = [map_record(r, pool_format) for r in _take(iter_rows(pool), limit)]
     with stage_run(
         "tag", params={"tagger": tagger, "n_problems": len(rows), "tree_hash": tree.content_hash()[:16]}
     ):
@@ -341,6 +347,9 @@ def main(
         typer.Option(help="Teacher pool: JSONL or hf://owner/name[:split] (default: offline world)"),
     ] = None,
     tree: Annotated[str | None, typer.Option(help="Skill tree JSON/YAML (needed with --pool)")] = None,
+    pool_format: Annotated[
+        str, typer.Option(help="Pool field mapping: native, openmathreasoning or math (MATH/MATH-500)")
+    ] = "native",
     student: Annotated[
         str | None, typer.Option(help="Student: HF id, directory or models:/ URI (default: tiny Qwen3)")
     ] = None,
@@ -374,8 +383,11 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if pool is None and student is None:  # the offline default must never reach a hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from skillcore import PRESETS
     from skillcore.tracking import log_json, pipeline_run, resolve_tracking_uri
 
+    if pool_format not in PRESETS:
+        raise typer.BadParameter(f"--pool-format must be one of {', '.join(PRESETS)}")
     if pool is not None and tree is None:
         raise typer.BadParameter("--pool needs --tree (the skill tree to tag against)")
     if tree is not None:
@@ -400,7 +412,9 @@ def main(
     ) as run:
         pool_path, tree_path, world_exemplars = stage_data(ctx, pool, tree, pool_size, suite_size)
         student_ref = stage_student(ctx, student)
-        tagged = stage_tag(ctx, pool_path, tree_path, tagger, exemplars or world_exemplars, tag_limit)
+        tagged = stage_tag(
+            ctx, pool_path, tree_path, tagger, exemplars or world_exemplars, tag_limit, pool_format
+        )
         verdicts = stage_profile(
             ctx, tagged, tree_path, student_ref, profiler, profile_limit, engine, max_new_tokens, batch_size,
             engine_url,

@@ -133,3 +133,36 @@ def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
     verdict_files = list((tmp_path / "profiles").rglob("verdicts.jsonl"))
     assert len(verdict_files) == 1 and sum(1 for _ in read_jsonl(verdict_files[0])) == 24
     assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 8
+
+
+def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_student_dir):
+    """--pool/--tree/--pool-format: a corpus in OpenMathReasoning's fields, no offline world involved."""
+    from skillworld import generate_pool, world_tree
+
+    world_tree().save(tmp_path / "tree.json")
+    rows = [
+        {"problem": p.question, "generated_solution": p.solution, "expected_answer": p.expected_answer}
+        for p in generate_pool(30, seed=5)
+    ]
+    pool = tmp_path / "omr.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exemplars = tmp_path / "exemplars.jsonl"
+    exemplars.write_text("".join(p.model_dump_json() + "\n" for p in generate_pool(300, seed=6)))
+    workdir = tmp_path / "run"
+    result = run_pipeline(
+        ["--registry-model", "omr", "--workdir", str(workdir), "--pool", str(pool), "--tree",
+         str(tmp_path / "tree.json"), "--pool-format", "openmathreasoning", "--exemplars", str(exemplars),
+         "--student", str(tiny_student_dir), "--profile-limit", "10", "--k", "4", "--max-new-tokens", "64"],
+        f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    tagged = list(read_jsonl(workdir / "tag" / "tagged.jsonl"))
+    assert len(tagged) == 30 and {r["question"] for r in tagged} == {r["problem"] for r in rows}
+    assert not (workdir / "world").exists()
+    assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 4
+    bad = run_pipeline(
+        ["--registry-model", "omr", "--pool", str(pool), "--tree", str(tmp_path / "tree.json"),
+         "--pool-format", "nope"],
+        f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--pool-format must be one of" in bad.stderr
