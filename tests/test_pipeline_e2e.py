@@ -54,6 +54,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert {r.data.tags.get("skilldistill.stage") for r in children} >= {"data", "tag", "profile", "select"}
+    assert {r.info.run_name for r in children} >= {"select:skill", "select:random"}
     contexts = {
         {t.key: t.value for t in d.tags}.get("mlflow.data.context")
         for r in children

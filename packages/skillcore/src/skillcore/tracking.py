@@ -51,16 +51,20 @@ def pipeline_run(
 
 @contextmanager
 def stage_run(
-    stage: str, *, params: Mapping[str, Any] | None = None, experiment: str | None = None
+    stage: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """A run for one stage: nested under the active pipeline run, or standalone when there is none."""
+    """A run for one stage (tagged ``skilldistill.stage``; named ``run_name`` or the stage): nested under
+    the active pipeline run, or standalone when there is none."""
+    tags = {"skilldistill.stage": stage}
     if mlflow.active_run() is None:
-        with pipeline_run(
-            stage, experiment=experiment, tags={"skilldistill.stage": stage}, params=params
-        ) as r:
-            yield r
+        with pipeline_run(run_name or stage, experiment=experiment, tags=tags, params=params) as run:
+            yield run
         return
-    with mlflow.start_run(run_name=stage, nested=True, tags={"skilldistill.stage": stage}) as run:
+    with mlflow.start_run(run_name=run_name or stage, nested=True, tags=tags) as run:
         if params:
             mlflow.log_params(_flat_params(params))
         yield run

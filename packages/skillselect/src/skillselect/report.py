@@ -92,7 +92,8 @@ def log_selection(
     params = {k: v for k, v in config.items() if k != "exclude_ids"}
     params["n_exclude_ids"] = len(config["exclude_ids"])
     name = dataset_name or f"selected-{selection.summary['strategy']}-k{selection.summary['k_requested']}"
-    with tracking.stage_run("select", params=params, experiment=experiment) as run:
+    run_name = f"select:{selection.summary['strategy']}"
+    with tracking.stage_run("select", params=params, experiment=experiment, run_name=run_name) as run:
         mlflow.set_tag("skillselect.strategy", selection.summary["strategy"])
         metrics = {
             k: float(v)
