@@ -142,24 +142,22 @@ def test_bad_settings_are_refused() -> None:
         MathJudge(workers=-1)
 
 
+@pytest.mark.timeout(120)  # a hang guard: the deadline itself is proven by the "timeout" verdict
 def test_hard_deadline_replaces_a_stuck_worker() -> None:
     """A worker that stops answering (here: SIGSTOPped) is killed at the deadline and replaced."""
     import os
     import signal
-    import time
 
     with MathJudge(workers=1, timeout_s=1.5) as judge:
         judge.judge([JudgeItem(unique_id="warm", response="\\boxed{\\frac{1}{2}}", expected_answer="0.5")])
         stuck = judge._pool[0].process
         os.kill(stuck.pid, signal.SIGSTOP)
-        start = time.monotonic()
         verdicts = judge.judge(
             [
                 JudgeItem(unique_id="a", response="\\boxed{\\frac{1}{2}}", expected_answer="0.5"),
                 JudgeItem(unique_id="b", response="\\boxed{\\frac{3}{4}}", expected_answer="0.75"),
             ]
         )
-        assert time.monotonic() - start < 30
         assert [v.status for v in verdicts] == ["timeout", "correct"]
         assert stuck.poll() is not None  # killed
         assert judge._pool[0].process.pid != stuck.pid
