@@ -8,12 +8,11 @@ tabulates leaf x suite accuracy. A problem counts toward every leaf its chains n
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from skillcore import TaggedProblem, Verdict
+from skillcore import SkillProfile, TaggedProblem, Verdict
 from skillcore.io import atomic_write_text
 
 from skillworld.world import generate_benchmarks, leaf_names, world_tree
@@ -22,19 +21,16 @@ from skillworld.world import generate_benchmarks, leaf_names, world_tree
 def leaf_accuracy(
     problems: Sequence[TaggedProblem], verdicts: Sequence[Verdict]
 ) -> dict[str, dict[str, float | int]]:
-    """Leaf name -> {"n": attempts, "correct": count, "accuracy": fraction}."""
-    by_id = {p.unique_id: p for p in problems}
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for verdict in verdicts:
-        problem = by_id.get(verdict.unique_id)
-        if problem is None:
-            continue
-        for leaf in {chain[-1] for chain in problem.chains}:
-            counts[leaf][0] += 1
-            counts[leaf][1] += int(verdict.correct)
+    """Leaf name -> {"n": attempts, "correct": count, "accuracy": fraction}, for the leaves with attempts."""
+    profile = SkillProfile.from_records(world_tree(), problems, verdicts, unknown="skip")
+    rows = (profile.tree.nodes[int(i)] for i in profile.tree.leaf_indices if profile.attempts[i] > 0)
     return {
-        leaf: {"n": n, "correct": c, "accuracy": c / n if n else float("nan")}
-        for leaf, (n, c) in sorted(counts.items())
+        node.name: {
+            "n": int(profile.attempts[node.index]),
+            "correct": int(profile.correct[node.index]),
+            "accuracy": float(profile.accuracy[node.index]),
+        }
+        for node in sorted(rows, key=lambda nd: nd.name)
     }
 
 
