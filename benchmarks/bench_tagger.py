@@ -25,23 +25,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from skilltagger.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged
 from skilltagger.cache import TagCache
 from skilltagger.client import TaggerClient
-from skilltagger.engine import TaggingEngine, TagResult
+from skilltagger.engine import TaggingEngine
+from skilltagger.quality import leaf_prf
 from skilltagger.server import TaggerServer
 from skillworld import generate_pool, world_tree
-
-
-def leaf_prf(gold: list[list[list[str]]], results: list[TagResult]) -> dict[str, float]:
-    tp = fp = fn = exact = 0
-    for chains, result in zip(gold, results, strict=True):
-        g = {tuple(c) for c in chains}
-        s = {tuple(c) for c in result.chains}
-        tp += len(g & s)
-        fp += len(s - g)
-        fn += len(g - s)
-        exact += g == s
-    p = tp / max(tp + fp, 1)
-    r = tp / max(tp + fn, 1)
-    return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-12), "exact_set": exact / len(gold)}
 
 
 def quality(n_eval: int, n_exemplar_pool: int, per_leaf: int, threads: int | None) -> None:
@@ -61,7 +48,7 @@ def quality(n_eval: int, n_exemplar_pool: int, per_leaf: int, threads: int | Non
         ("names+descriptions only", EmbeddingBackend(EmbeddingConfig(threads=threads))),
         ("with exemplars (default)", EmbeddingBackend(EmbeddingConfig(threads=threads), exemplars=exemplars)),
     ):
-        m = leaf_prf(gold, TaggingEngine(tree, backend).tag(evaluation))
+        m = leaf_prf(gold, [r.chains for r in TaggingEngine(tree, backend).tag(evaluation)])
         print(
             f"  {label:<26} precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
             f"exact chain set {m['exact_set']:.3f}"

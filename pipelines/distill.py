@@ -186,35 +186,25 @@ class TaggerSession:
 
 
 def _tag_stats(tagged_path: Path, tree: Any, ctx: Context) -> dict[str, Any]:
-    """Coverage per leaf, chains per problem, and (offline world) leaf F1 against the ground truth."""
-    from collections import Counter
-
+    """Coverage per leaf, chains per problem, and (offline world) leaf P/R/F1 against the ground truth."""
     from skillcore import read_jsonl
+    from skilltagger.quality import leaf_prf, tag_stats
 
     rows = list(read_jsonl(tagged_path))
-    per_problem = Counter(len(r["chains"]) for r in rows)
-    leaves = Counter("->".join(c) for r in rows for c in r["chains"])
+    full = tag_stats(rows, tree)
     stats: dict[str, Any] = {
-        "problems": len(rows),
-        "untagged": per_problem.get(0, 0),
-        "mean_chains": round(sum(len(r["chains"]) for r in rows) / max(len(rows), 1), 3),
-        "leaves_covered": sum(1 for leaf in tree.leaves() if leaves[leaf.chain_text]),
-        "chains_per_problem": dict(sorted(per_problem.items())),
-        "coverage_per_leaf": {leaf.chain_text: leaves[leaf.chain_text] for leaf in tree.leaves()},
+        "problems": full["n_problems"],
+        "untagged": full["n_untagged"],
+        "mean_chains": round(full["chains_per_problem"]["mean"], 3),
+        "leaves_covered": full["leaves_covered"],
+        "chains_per_problem": full["chains_per_problem"]["histogram"],
+        "coverage_per_leaf": full["coverage"],
     }
     truth_path = ctx.workdir / "world" / "pool_truth.jsonl"
     if truth_path.exists():
-        truth = {r["unique_id"]: {"->".join(c) for c in r["chains"]} for r in read_jsonl(truth_path)}
-        tp = fp = fn = 0
-        for r in rows:
-            got, want = {"->".join(c) for c in r["chains"]}, truth.get(r["unique_id"], set())
-            tp, fp, fn = tp + len(got & want), fp + len(got - want), fn + len(want - got)
-        precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-        stats.update(
-            leaf_precision=round(precision, 4),
-            leaf_recall=round(recall, 4),
-            leaf_f1=round(2 * precision * recall / max(precision + recall, 1e-9), 4),
-        )
+        truth = {r["unique_id"]: r["chains"] for r in read_jsonl(truth_path)}
+        quality = leaf_prf([truth.get(r["unique_id"], []) for r in rows], [r["chains"] for r in rows])
+        stats.update({f"leaf_{k}": round(v, 4) for k, v in quality.items() if k != "exact_set"})
     return stats
 
 

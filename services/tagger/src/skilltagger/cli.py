@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
-import statistics
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from skillcore import JsonlAppender, PoolProblem, SkillTree, iter_rows, map_record, read_jsonl
+from skillcore import JsonlAppender, PoolProblem, iter_rows, map_record, read_jsonl
+
+from skilltagger.quality import tag_stats
 
 app = typer.Typer(help="Skill tagging: attribute problems to skill chains.", no_args_is_help=True)
 
@@ -52,29 +52,6 @@ def _settings(
         openai_model=model,
         embedding_options={"threads": threads or None} if backend == "embedding" else {},
     )
-
-
-def tag_stats(rows: list[dict[str, Any]], tree: SkillTree) -> dict[str, Any]:
-    """Chains-per-problem statistics and the number of problems per leaf (coverage)."""
-    per_problem = [len(r.get("chains") or []) for r in rows]
-    coverage: Counter[str] = Counter()
-    for r in rows:
-        for chain in {tuple(c) for c in r.get("chains") or []}:
-            coverage[" -> ".join(chain)] += 1
-    leaves = [" -> ".join(leaf.path) for leaf in tree.leaves()]
-    return {
-        "n_problems": len(rows),
-        "n_untagged": sum(1 for n in per_problem if n == 0),
-        "chains_per_problem": {
-            "mean": statistics.fmean(per_problem) if per_problem else 0.0,
-            "min": min(per_problem, default=0),
-            "max": max(per_problem, default=0),
-            "histogram": {str(k): v for k, v in sorted(Counter(per_problem).items())},
-        },
-        "leaves_covered": sum(1 for leaf in leaves if coverage[leaf] > 0),
-        "n_leaves": len(leaves),
-        "coverage": {leaf: coverage[leaf] for leaf in leaves},
-    }
 
 
 @app.command()
