@@ -89,7 +89,10 @@ def test_baseline_profile_reports_per_leaf_accuracy(
     leaves = {chain[-1] for rows in suites.values() for p in rows for chain in p.chains}
     assert set(report["leaves"]) == leaves
     assert all(0.0 <= v["accuracy"] <= 1.0 and v["n"] >= 1 for v in report["leaves"].values())
+    singles = [p for rows in suites.values() for p in rows if len(p.chains) == 1]
+    assert set(report["single_skill_leaves"]) == {p.chains[0][-1] for p in singles}
+    assert sum(v["n"] for v in report["single_skill_leaves"].values()) == len(singles)
     saved = json.loads((tmp_path / "bp" / "baseline_report.json").read_text())
     assert saved["suites"].keys() == report["suites"].keys()
     table = format_table(report)
-    assert "all problems" in table and all(name[:8] in table for name in suites)
+    assert "all problems" in table and "1-skill" in table and all(name[:8] in table for name in suites)

@@ -2,7 +2,9 @@
 
 Generation and judging are ``distill``'s (the ``hf`` engine and math-verify judge through
 ``distill.profiling.profile_student``, resumable per suite); this module only picks the problems and
-tabulates leaf x suite accuracy. A problem counts toward every leaf its chains name.
+tabulates leaf x suite accuracy. A problem counts toward every leaf its chains name, so a leaf's
+accuracy over all problems mixes in the other skills of its multi-skill problems; the ``single``
+figures (one-skill problems only) isolate the skill itself.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def _run(
             all_verdicts.extend(result.verdicts)
     engine.close()
     overall = leaf_accuracy(all_problems, all_verdicts)
+    one_skill = [(p, v) for p, v in zip(all_problems, all_verdicts, strict=True) if len(p.chains) == 1]
+    single = leaf_accuracy([p for p, _ in one_skill], [v for _, v in one_skill])
     report = {
         "model": model,
         "seed": seed,
@@ -119,30 +123,43 @@ def _run(
         "accuracy": sum(v.correct for v in all_verdicts) / max(1, len(all_verdicts)),
         "suites": per_suite,
         "leaves": overall,
+        "single_skill_leaves": single,
     }
     atomic_write_text(out / "baseline_report.json", json.dumps(report, indent=1))
     return report
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    """A plain-text table: one row per leaf (accuracy per suite and overall), tier when known."""
+    """A plain-text table: one row per leaf (accuracy per suite, over all its problems, and over its
+    one-skill problems), tier when known."""
     from skillworld.bootstrap import leaf_tiers
 
     tiers = leaf_tiers()
     suites = list(report["suites"])
-    head = f"{'leaf skill':30} {'tier':12}" + "".join(f"{s[:8]:>9}" for s in suites) + f"{'all':>8}{'n':>6}"
+    single = report.get("single_skill_leaves", {})
+    head = (
+        f"{'leaf skill':30} {'tier':12}"
+        + "".join(f"{s[:8]:>9}" for s in suites)
+        + f"{'all':>8}{'n':>6}{'1-skill':>9}{'n':>5}"
+    )
     lines = [head, "-" * len(head)]
-    rows = sorted(leaf_names(), key=lambda leaf: -report["leaves"].get(leaf, {}).get("accuracy", -1))
-    for leaf in rows:
-        cells = []
-        for suite in suites:
-            stats = report["suites"][suite]["leaves"].get(leaf)
-            cells.append(f"{stats['accuracy']:9.0%}" if stats else f"{'-':>9}")
-        total = report["leaves"].get(leaf, {"accuracy": float("nan"), "n": 0})
+
+    def cell(stats: Mapping[str, Any] | None, width: int) -> str:
+        return f"{stats['accuracy']:{width}.0%}" if stats else f"{'-':>{width}}"
+
+    def order(leaf: str) -> tuple[float, float]:
+        return (
+            -single.get(leaf, {}).get("accuracy", -1),
+            -report["leaves"].get(leaf, {}).get("accuracy", -1),
+        )
+
+    for leaf in sorted(leaf_names(), key=order):
+        cells = "".join(cell(report["suites"][suite]["leaves"].get(leaf), 9) for suite in suites)
+        total, alone = report["leaves"].get(leaf), single.get(leaf)
         lines.append(
-            f"{leaf:30} {tiers.get(leaf, ''):12}"
-            + "".join(cells)
-            + f"{total['accuracy']:8.0%}{total['n']:6d}"
+            f"{leaf:30} {tiers.get(leaf, ''):12}{cells}"
+            + f"{cell(total, 8)}{total['n'] if total else 0:6d}"
+            + f"{cell(alone, 9)}{alone['n'] if alone else 0:5d}"
         )
     lines.append("-" * len(head))
     suite_cells = "".join(f"{report['suites'][s]['accuracy']:9.0%}" for s in suites)

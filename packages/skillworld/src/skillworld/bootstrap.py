@@ -1,8 +1,11 @@
 """Bootstrap the tiny base student: train from scratch on a skewed mix of the world, save, log, register.
 
-The mix decides the student's skill gaps: some leaves get most of the data (mastered), some a few
-percent (weak), some almost nothing (barely seen), and the three hard leaves get a fair share they
-still cannot learn (their traces skip a step the student would have to guess).
+The mix decides the student's skill gaps. A 64-dimensional model gets about five million tokens in five
+CPU minutes, and it only learns a skill's arithmetic facts when that skill gets a large share of them:
+spread over many skills, the same tokens taught the format everywhere and the facts nowhere (the first
+bootstrap wrote "5 + 5 = 14" in perfectly shaped traces). So three leaves get most of the data
+(mastered), a handful a few percent each (weak), the three hard leaves the same few percent (their traces
+skip steps the student would have to guess), and the rest almost nothing (barely seen).
 """
 
 from __future__ import annotations
@@ -21,73 +24,51 @@ log = logging.getLogger(__name__)
 DEFAULT_REGISTERED_NAME = "qwen3-tiny-base"
 DEFAULT_ALIAS = "base"
 
-MASTERED = (
-    "Multi-digit addition",
-    "Order of operations",
-    "Remainders by digit sums",
-    "Percentages",
-    "Multiplication principle",
-    "Geometric sequences",
-)
+MASTERED = ("Multi-digit addition", "Permutations", "Basic probability")
 WEAK = (
     "Multi-digit subtraction",
+    "Multiplication principle",
+    "Percentages",
     "Greatest common divisor",
-    "Least common multiple",
-    "Linear equations",
-    "Permutations",
-    "Basic probability",
-    "Arithmetic sequences",
-    "Recursive sequences",
+    "Remainders by digit sums",
 )
-BARELY_SEEN = (
-    "Long multiplication",
-    "Counting divisors",
-    "Adding fractions",
-    "Multiplying fractions",
-    "Simplifying fractions",
-    "Evaluating polynomials",
-    "Systems of linear equations",
-    "Combinations",
-    "Arithmetic series",
-)
-TIER_WEIGHTS = {"mastered": 1.0, "weak": 0.25, "barely_seen": 0.04, "hard": 0.3}
-
-
-def skewed_weights() -> dict[str, float]:
-    tiers = {**dict.fromkeys(MASTERED, "mastered"), **dict.fromkeys(WEAK, "weak")}
-    tiers.update(dict.fromkeys(BARELY_SEEN, "barely_seen"))
-    tiers.update(dict.fromkeys(HARD_LEAVES, "hard"))
-    missing = set(leaf_names()) - set(tiers)
-    if missing:
-        raise RuntimeError(f"leaves without a bootstrap tier: {sorted(missing)}")
-    return {leaf: TIER_WEIGHTS[tiers[leaf]] for leaf in leaf_names()}
+TIER_WEIGHTS = {"mastered": 1.0, "weak": 0.15, "hard": 0.15, "barely_seen": 0.01}
 
 
 def leaf_tiers() -> dict[str, str]:
-    weights = skewed_weights()
-    by_weight = {v: k for k, v in TIER_WEIGHTS.items()}
-    return {leaf: by_weight[w] for leaf, w in weights.items()}
+    """Leaf -> bootstrap tier; every leaf not named mastered, weak or hard is barely seen."""
+    tiers = {**dict.fromkeys(MASTERED, "mastered"), **dict.fromkeys(WEAK, "weak")}
+    tiers.update(dict.fromkeys(HARD_LEAVES, "hard"))
+    unknown = set(tiers) - set(leaf_names())
+    if unknown:
+        raise RuntimeError(f"bootstrap tiers name leaves the world does not have: {sorted(unknown)}")
+    return {leaf: tiers.get(leaf, "barely_seen") for leaf in leaf_names()}
+
+
+def skewed_weights() -> dict[str, float]:
+    return {leaf: TIER_WEIGHTS[tier] for leaf, tier in leaf_tiers().items()}
 
 
 BOOTSTRAP_MIX = Mix(
-    n_skills={1: 0.85, 2: 0.15}, levels={1: 0.6, 2: 0.3, 3: 0.1}, leaf_weights=skewed_weights()
+    n_skills={1: 0.95, 2: 0.05}, levels={1: 0.5, 2: 0.3, 3: 0.2}, leaf_weights=skewed_weights()
 )
 
 
 @dataclass
 class BootstrapConfig:
     seed: int = 0
-    # Measured here (2 cores shared with other jobs): 60K problems = 3,750 steps in ~10 min, loss 0.12.
-    # About 30K fits the 5-minute target on the same busy machine, with a weaker student.
-    n_problems: int = 60_000
+    n_problems: int = 50_000
     epochs: float = 1.0
     batch_size: int = 16
-    lr: float = 1e-2
+    # 1e-2 (the first default) left the loss at 0.17 where 3e-3 reaches 0.09 on the same data and steps.
+    lr: float = 3e-3
     warmup_steps: int = 30
     vocab_size: int = 1024
     tokenizer_texts: int = 6000
     model: dict[str, Any] = field(default_factory=dict)  # overrides of student.DEFAULT_MODEL_CONFIG
     time_budget_s: float | None = None
+    # The bootstrap runs alone: two threads train at 22K tokens/s on an idle 2-core machine, one at 15K.
+    threads: int | None = 2
 
 
 @dataclass
@@ -123,6 +104,9 @@ def log_and_register(model_dir: Path, name: str, alias: str) -> str:
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # An absolute path: MLflow looks a relative name_or_path up on the Hugging Face Hub for its model card
+    # and license, and without network that costs half a minute of retries.
+    model_dir = Path(model_dir).resolve()
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     info = mlflow.transformers.log_model(
@@ -183,6 +167,7 @@ def bootstrap(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         time_budget_s=cfg.time_budget_s,
+        threads=cfg.threads,
     )
     params = {
         **{k: v for k, v in asdict(cfg).items() if k != "model"},

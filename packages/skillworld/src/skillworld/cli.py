@@ -66,6 +66,9 @@ def bootstrap(
     time_budget: Annotated[
         float | None, typer.Option("--time-budget", help="Stop training after this many seconds")
     ] = None,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="torch CPU threads while training")
+    ] = _BOOT.threads or 1,
     registered_name: Annotated[str, typer.Option("--registered-name")] = "qwen3-tiny-base",
     alias: Annotated[str, typer.Option("--alias")] = "base",
     register: Annotated[
@@ -93,6 +96,7 @@ def bootstrap(
         batch_size=batch_size,
         lr=lr,
         time_budget_s=time_budget,
+        threads=threads,
     )
     result = run_bootstrap(
         out, config, register=register, registered_name=registered_name, alias=alias, force=force
