@@ -1,11 +1,14 @@
 """Bootstrap the tiny base student: train from scratch on a skewed mix of the world, save, log, register.
 
 The mix decides the student's skill gaps. A 64-dimensional model gets about five million tokens in five
-CPU minutes, and it only learns a skill's arithmetic facts when that skill gets a large share of them:
+CPU minutes, and it learns a skill's arithmetic facts only when that skill gets a large share of them:
 spread over many skills, the same tokens taught the format everywhere and the facts nowhere (the first
 bootstrap wrote "5 + 5 = 14" in perfectly shaped traces). So three leaves get most of the data
 (mastered), a handful a few percent each (weak), the three hard leaves the same few percent (their traces
-skip steps the student would have to guess), and the rest almost nothing (barely seen).
+skip steps the student would have to guess), and the rest almost nothing (barely seen). "Mastered" is
+the intent, not a guarantee: five minutes take some of these leaves to 50-100% on one-skill problems and
+leave others near the weak tier, differently from one bootstrap to the next (``skillworld
+baseline-profile`` shows which).
 """
 
 from __future__ import annotations
