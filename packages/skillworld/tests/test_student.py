@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
 Q = "Compute the greatest common divisor of 84 and 36."
 SOL = "<think>\n84 = 2 * 36 + 12\n36 = 3 * 12 + 0\nso gcd = 12\n</think>\n\ngcd(84, 36) = 12.\n\nThe answer is \\boxed{12}."
 USER = f"<|im_start|>user\n{question_prompt(Q)}<|im_end|>\n"
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "head_dim": 8}
 
 
 @pytest.fixture(scope="module")
@@ -87,28 +88,12 @@ def test_trl_recognises_template_for_assistant_only_loss(tokenizer) -> None:  # 
 
 
 def test_init_student_saves_and_loads_through_auto_classes(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
-    path = init_student(
-        tmp_path / "m",
-        seed=3,
-        tokenizer=tokenizer,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        head_dim=8,
-    )
+    path = init_student(tmp_path / "m", seed=3, tokenizer=tokenizer, **TINY)
     model = AutoModelForCausalLM.from_pretrained(path)
     assert isinstance(model, Qwen3ForCausalLM) and model.config.model_type == "qwen3"
     assert model.config.vocab_size == len(tokenizer) and model.config.hidden_size == 32
     assert 10_000 < count_parameters(model) < 200_000
-    again = init_student(
-        tmp_path / "m2",
-        seed=3,
-        tokenizer=tokenizer,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        head_dim=8,
-    )
+    again = init_student(tmp_path / "m2", seed=3, tokenizer=tokenizer, **TINY)
     other = AutoModelForCausalLM.from_pretrained(again)
     assert all(
         torch.equal(a, b)
