@@ -1,14 +1,17 @@
 """Bootstrap the tiny base student: train from scratch on a skewed mix of the world, save, log, register.
 
-The mix decides the student's skill gaps. A 64-dimensional model gets about five million tokens in five
-CPU minutes, and it learns a skill's arithmetic facts only when that skill gets a large share of them:
-spread over many skills, the same tokens taught the format everywhere and the facts nowhere (the first
-bootstrap wrote "5 + 5 = 14" in perfectly shaped traces). So three leaves get most of the data
-(mastered), a handful a few percent each (weak), the three hard leaves the same few percent (their traces
-skip steps the student would have to guess), and the rest almost nothing (barely seen). "Mastered" is
-the intent, not a guarantee: five minutes take some of these leaves to 50-100% on one-skill problems and
-leave others near the weak tier, differently from one bootstrap to the next (``skillworld
-baseline-profile`` shows which).
+The mix decides the student's skill gaps. A 64-dimensional model gets about six million tokens in five
+CPU minutes, and it learns a skill only when that skill gets a large share of them: spread over many
+skills, the same tokens taught the format everywhere and the facts nowhere (the first bootstrap wrote
+"5 + 5 = 14" in perfectly shaped traces). So three leaves get most of the data (mastered), nine a few
+percent each (weak, and the three hard leaves whose traces skip steps the student would have to guess),
+and the rest almost nothing (barely seen).
+
+The mastered leaves are ones five minutes can take above 80%. Permutations and combinations have small,
+finite inputs and short products, and reach 90-100% on half a share; basic probability (a sum over a few
+hundred pairs, then a reduction) needs four times that. Multi-digit addition stayed at 30-60% with a
+full share (the student picks the wrong digit of a long number), so it is a weak leaf.
+``skillworld baseline-profile`` shows what a bootstrap reached.
 """
 
 from __future__ import annotations
@@ -27,15 +30,17 @@ log = logging.getLogger(__name__)
 DEFAULT_REGISTERED_NAME = "qwen3-tiny-base"
 DEFAULT_ALIAS = "base"
 
-MASTERED = ("Multi-digit addition", "Permutations", "Basic probability")
+# Mastered leaves with their weights (on the same scale as the other tiers' weights below).
+MASTERED = {"Permutations": 0.5, "Combinations": 0.5, "Basic probability": 2.0}
 WEAK = (
+    "Multi-digit addition",
     "Multi-digit subtraction",
     "Multiplication principle",
     "Percentages",
     "Greatest common divisor",
     "Remainders by digit sums",
 )
-TIER_WEIGHTS = {"mastered": 1.0, "weak": 0.15, "hard": 0.15, "barely_seen": 0.01}
+TIER_WEIGHTS = {"weak": 0.15, "hard": 0.15, "barely_seen": 0.01}
 
 
 def leaf_tiers() -> dict[str, str]:
@@ -49,7 +54,10 @@ def leaf_tiers() -> dict[str, str]:
 
 
 def skewed_weights() -> dict[str, float]:
-    return {leaf: TIER_WEIGHTS[tier] for leaf, tier in leaf_tiers().items()}
+    return {
+        leaf: MASTERED[leaf] if tier == "mastered" else TIER_WEIGHTS[tier]
+        for leaf, tier in leaf_tiers().items()
+    }
 
 
 BOOTSTRAP_MIX = Mix(
@@ -175,7 +183,7 @@ def bootstrap(
     params = {
         **{k: v for k, v in asdict(cfg).items() if k != "model"},
         "model": {**DEFAULT_MODEL_CONFIG, **cfg.model},
-        "tier_weights": TIER_WEIGHTS,
+        "tier_weights": {"mastered": MASTERED, **TIER_WEIGHTS},
     }
     if not register:
         result = train_student(out, problems, train_cfg, progress=progress)
