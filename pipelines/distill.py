@@ -260,7 +260,7 @@ def stage_profile(
     opts = engine_opts.get(engine, {})
     result, _, _ = run_profile(
         student, SkillTree.load(tree_path), problems, out_dir=out, engine=engine, engine_opts=opts,
-        config=ProfileConfig(sampling=sampling),
+        config=ProfileConfig(sampling=sampling), on_mismatch="restart",  # the stage folder is this run's own
     )  # fmt: skip
     weakest = ", ".join(f"{r['chain'].split('->')[-1]} {r['accuracy']:.0%}" for r in result.weakest(5))
     ctx.record("profile", problems=len(problems), accuracy=round(result.accuracy, 3), weakest=weakest)

@@ -40,6 +40,14 @@ def test_profile_weakest_judge(
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["resumed"] == 6
 
+    greedy = [*args, "--no-mlflow", "--temperature", "0"]  # other settings: refused, then redone on request
+    refused = runner.invoke(app, greedy)
+    assert refused.exit_code == 2 and "--restart" in refused.output
+    redone = runner.invoke(app, [*greedy, "--restart"])
+    assert redone.exit_code == 0, redone.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generated_now"] == 6 and summary["resumed"] == 0
+
     weak = runner.invoke(
         app,
         [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from distill.models import ModelRefError, parse_mlflow_uri, resolve_model
+from distill.models import ModelRefError, model_fingerprint, parse_mlflow_uri, resolve_model
 
 
 def test_local_and_hub_references(tiny_student_dir: Path, tmp_path: Path) -> None:
@@ -62,8 +62,28 @@ def test_mlflow_registry_round_trip(
     # cached: a second resolution does not download again
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **_: pytest.fail("downloaded twice"))
     assert Path(resolve_model("models:/tiny-student@champion", cache_dir=cache)) == by_version
+    assert model_fingerprint("models:/tiny-student@champion", str(by_alias))["mlflow_version"] == "1"
 
     with pytest.raises(ModelRefError, match="tiny-student"):
         resolve_model("models:/tiny-student@nonexistent", cache_dir=cache)
     with pytest.raises(ModelRefError):
         resolve_model("models:/tiny-student/7", cache_dir=cache)
+
+
+def test_fingerprint_of_a_local_model_changes_when_retrained_in_place(
+    tiny_student_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    local = tmp_path / "student"
+    shutil.copytree(tiny_student_dir, local)
+    before = model_fingerprint(str(local), resolve_model(local))
+    assert {name for name, _, _ in before["files"]} >= {"config.json", "model.safetensors"}
+    assert model_fingerprint(str(local), resolve_model(local)) == before  # stable while untouched
+
+    model = AutoModelForCausalLM.from_pretrained(local)
+    model.save_pretrained(local)  # the same checkpoint written again, as a retraining would
+    assert model_fingerprint(str(local), resolve_model(local)) != before
+    assert model_fingerprint("Qwen/Qwen3-4B", "Qwen/Qwen3-4B") == {"ref": "Qwen/Qwen3-4B"}

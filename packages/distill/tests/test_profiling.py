@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from distill.engines import Generation, GenerationEngine, Prompt, SamplingConfig, make_engine
 from distill.profiling import (
     ProfileConfig,
+    ResumeMismatchError,
     load_pool,
     log_profile_to_mlflow,
     metric_name,
@@ -166,6 +168,53 @@ def test_scripted_student_accuracies_and_resume(
     )
     assert (fresh.profile.correct == result.profile.correct).all()
     assert (fresh.profile.attempts == result.profile.attempts).all()
+
+
+def test_answers_of_another_model_or_sampling_are_not_resumed(
+    world_tree: SkillTree, world_pool_small, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    problems = world_pool_small[:6]
+    config = ProfileConfig(chunk_size=3, judge_workers=1)
+    profile_student(
+        ScriptedStudent(problems, {0, 1, 2}), world_tree, problems, out_dir=tmp_path, config=config
+    )
+    saved = (tmp_path / "attempts.jsonl").read_text()
+
+    retrained = ScriptedStudent(problems, {3, 4, 5})
+    retrained.model_name = "scripted-student-v2"
+    with pytest.raises(
+        ResumeMismatchError, match=re.escape("engine.model: 'scripted-student' -> 'scripted-student-v2'")
+    ):
+        profile_student(retrained, world_tree, problems, out_dir=tmp_path, config=config, progress=False)
+    assert retrained.asked == [] and (tmp_path / "attempts.jsonl").read_text() == saved
+
+    hotter = config.model_copy(update={"sampling": SamplingConfig(temperature=1.0)})
+    with pytest.raises(ResumeMismatchError, match=re.escape("sampling.temperature: 0.6 -> 1.0")):
+        profile_student(
+            ScriptedStudent(problems, set()), world_tree, problems, out_dir=tmp_path, config=hotter
+        )
+
+    redone = profile_student(
+        retrained,
+        world_tree,
+        problems,
+        out_dir=tmp_path,
+        config=config,
+        progress=False,
+        on_mismatch="restart",
+    )
+    assert redone.resumed == 0 and redone.generated == 6
+    right_now = sorted(v.unique_id for v in redone.verdicts if v.correct)
+    assert right_now == sorted(p.unique_id for p in problems[3:])  # the new model's answers only
+    assert len((tmp_path / "attempts.jsonl").read_text().splitlines()) == 6
+    # and the new run's answers resume under the new model
+    again = profile_student(retrained, world_tree, problems, out_dir=tmp_path, config=config, progress=False)
+    assert again.resumed == 6 and again.generated == 0
+
+    # answers with no record of their model (an older folder) are not trusted either
+    (tmp_path / "profile_run.json").unlink()
+    with pytest.raises(ResumeMismatchError, match="nothing records which model"):
+        profile_student(retrained, world_tree, problems, out_dir=tmp_path, config=config, progress=False)
 
 
 def test_log_profile_to_mlflow(

@@ -51,12 +51,15 @@ def profile(
     mapping: Annotated[str, typer.Option(help="field mapping preset of the pool")] = "native",
     mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log the run to MLflow")] = True,
     top: Annotated[int, typer.Option(help="weakest skills to print")] = 10,
+    restart: Annotated[
+        bool, typer.Option(help="discard answers in --out that another model or sampling setup wrote")
+    ] = False,
 ) -> None:
     """Run a student on a tagged pool, judge its answers and build the per-skill profile."""
     from skillcore import SkillTree
 
     from distill.engines import SamplingConfig
-    from distill.profiling import ProfileConfig, load_pool, run_profile
+    from distill.profiling import ProfileConfig, ResumeMismatchError, load_pool, run_profile
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
@@ -77,16 +80,20 @@ def profile(
         chunk_size=chunk_size,
         weakest_k=top,
     )
-    result, paths, run_id = run_profile(
-        model,
-        skill_tree,
-        problems,
-        out_dir=out,
-        engine=engine,
-        engine_opts=opts,
-        config=config,
-        log_mlflow=mlflow_log,
-    )
+    try:
+        result, paths, run_id = run_profile(
+            model,
+            skill_tree,
+            problems,
+            out_dir=out,
+            engine=engine,
+            engine_opts=opts,
+            config=config,
+            log_mlflow=mlflow_log,
+            on_mismatch="restart" if restart else "error",
+        )
+    except ResumeMismatchError as exc:
+        raise typer.BadParameter(f"{exc} (pass --restart to start over)", param_hint="--out") from exc
     if run_id:
         typer.echo(f"MLflow run: {run_id}")
     typer.echo(f"accuracy {result.accuracy:.3f} over {len(result.verdicts)} attempts; reports in {out}")

@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 MLFLOW_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w\-.]+))$")
 HF_ID = re.compile(r"^[A-Za-z0-9][\w\-.]*(/[\w\-.]+)?$")
@@ -57,6 +58,26 @@ def resolve_model(ref: str | Path, *, cache_dir: str | Path | None = None) -> st
     if text.startswith((".", "/", "~")) or not HF_ID.match(text):
         raise ModelRefError(f"model {text!r} is not a local directory, a Hugging Face id or a models:/ URI")
     return text
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def model_fingerprint(ref: str, resolved: str) -> dict[str, Any]:
+    """What pins down the weights behind ``ref`` (``resolved`` is ``resolve_model(ref)``), cheaply.
+
+    An MLflow URI: its resolved registry version (the cache folder is named after it). A local directory:
+    its config and weight files' names, sizes and modification times, so retraining in place changes it.
+    A Hub id: the id. Resumable jobs compare fingerprints before reusing saved answers.
+    """
+    if is_mlflow_uri(ref):
+        return {"ref": ref, "mlflow_version": Path(resolved).name}
+    path = Path(resolved)
+    if not path.is_dir():
+        return {"ref": ref}
+    files = sorted(p for p in path.iterdir() if p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES))
+    stats = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return {"ref": ref, "path": str(path.resolve()), "files": stats}
 
 
 def _resolve_mlflow(ref: str, cache: Path) -> Path:

@@ -3,6 +3,9 @@
 Work is done in chunks of problems. After each chunk the attempts and their verdicts are appended to
 ``attempts.jsonl`` / ``verdicts.jsonl`` under the output folder (``skillcore.io.JsonlAppender``), so a
 killed job keeps every finished chunk and a rerun with the same folder only does what is missing.
+``profile_run.json`` records which model (``GenerationEngine.fingerprint``) and sampling setup wrote
+them: saved answers from another model, say a retrained student behind the same alias, are never mixed
+into a new profile.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +33,11 @@ log = logging.getLogger(__name__)
 ATTEMPTS_FILE = "attempts.jsonl"
 VERDICTS_FILE = "verdicts.jsonl"
 PROFILE_FILE = "profile.json"
+RUN_FILE = "profile_run.json"
+
+
+class ResumeMismatchError(ValueError):
+    """The output folder holds answers from another model or sampling setup."""
 
 
 class ProfileConfig(BaseModel):
@@ -109,10 +117,13 @@ def profile_student(
     judge: MathJudge | None = None,
     progress: bool = True,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_mismatch: Literal["error", "restart"] = "error",
 ) -> ProfileResult:
     """Generate, judge and aggregate; resumable through the files in ``out_dir``.
 
     ``on_chunk(done_problems, total_problems)`` is called after each saved chunk (service progress).
+    ``on_mismatch``: what to do when ``out_dir`` holds answers from another model or sampling setup,
+    raise ``ResumeMismatchError`` or discard them and start over.
     """
     config = config or ProfileConfig()
     out = Path(out_dir)
@@ -123,6 +134,9 @@ def profile_student(
     if len(set(ids)) != len(ids):
         raise ValueError("problems must have distinct unique_id values")
 
+    _claim_out_dir(
+        out, {"engine": engine.fingerprint, "sampling": params.model_dump(mode="json")}, on_mismatch
+    )
     attempts = _load_done(out / ATTEMPTS_FILE, Attempt)
     verdicts = _load_done(out / VERDICTS_FILE, Verdict)
     complete = {p.unique_id for p in problems if all((p.unique_id, s) in attempts for s in range(k))}
@@ -187,6 +201,38 @@ def profile_student(
     profile = SkillProfile.from_records(tree, problems, final_verdicts, unknown="skip")
     profile.save(out / PROFILE_FILE)
     return ProfileResult(profile, final_attempts, final_verdicts, out, len(todo), resumed)
+
+
+def _claim_out_dir(out: Path, state: dict[str, Any], on_mismatch: str) -> None:
+    """Keep saved answers only when ``profile_run.json`` says the same model and sampling wrote them."""
+    state = json.loads(json.dumps(state))  # compare as it reads back
+    run_file = out / RUN_FILE
+    if (out / ATTEMPTS_FILE).exists() or (out / VERDICTS_FILE).exists():
+        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
+        if previous != state:
+            why = (
+                "nothing records which model wrote them"
+                if previous is None
+                else _differences(previous, state)
+            )
+            if on_mismatch != "restart":
+                raise ResumeMismatchError(
+                    f"{out} holds answers from another run ({why}); use another output folder or restart it"
+                )
+            log.warning("%s: discarding saved answers from another run (%s)", out, why)
+            for name in (ATTEMPTS_FILE, VERDICTS_FILE, PROFILE_FILE):
+                (out / name).unlink(missing_ok=True)
+    atomic_write_text(run_file, json.dumps(state, indent=1))
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changed = []
+    for section in ("engine", "sampling"):
+        before, after = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                changed.append(f"{section}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
+    return "; ".join(changed) or "unreadable record"
 
 
 def _judge(judge: MathJudge, attempts: Iterable[Attempt], by_id: dict[str, TaggedProblem]) -> list[Verdict]:
@@ -352,6 +398,7 @@ def run_profile(
     config: ProfileConfig | None = None,
     log_mlflow: bool = True,
     progress: bool = True,
+    on_mismatch: Literal["error", "restart"] = "error",
 ) -> tuple[ProfileResult, dict[str, Path], str | None]:
     """The whole profiling stage in-process: build the engine, profile, write reports, log to MLflow.
 
@@ -364,7 +411,15 @@ def run_profile(
     skill_tree = tree if isinstance(tree, SkillTree) else SkillTree.load(tree)
     problems = list(pool) if not isinstance(pool, str | Path) else load_pool(pool)
     with make_engine(engine, model, **(engine_opts or {})) as gen:
-        result = profile_student(gen, skill_tree, problems, out_dir=out_dir, config=config, progress=progress)
+        result = profile_student(
+            gen,
+            skill_tree,
+            problems,
+            out_dir=out_dir,
+            config=config,
+            progress=progress,
+            on_mismatch=on_mismatch,
+        )
     paths = write_reports(result, config)
     run_id = None
     if log_mlflow:

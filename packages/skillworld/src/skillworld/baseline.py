@@ -101,6 +101,7 @@ def _run(
                 config=config,
                 judge=judge,
                 progress=progress,
+                on_mismatch="restart",  # a new student (or alias target) redoes the suite
             )
             per_suite[name] = {
                 "accuracy": result.accuracy,

@@ -28,6 +28,7 @@ from distill.judge import JudgeItem, MathJudge
 from distill.models import ModelRefError
 from distill.profiling import (
     ProfileConfig,
+    ResumeMismatchError,
     load_pool,
     log_profile_to_mlflow,
     profile_student,
@@ -111,7 +112,7 @@ def http_errors(func: F) -> F:
             return _error(403, str(exc), ctx)
         except FileNotFoundError as exc:
             return _error(404, str(exc), ctx)
-        except ProfileError as exc:  # a saved profile does not fit its tree
+        except (ProfileError, ResumeMismatchError) as exc:  # saved state does not fit the request
             return _error(409, str(exc), ctx)
         except (ValueError, ValidationError, ModelRefError, SkillTreeError, JsonlError, KeyError) as exc:
             return _error(400, str(exc), ctx)

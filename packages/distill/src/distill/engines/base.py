@@ -80,6 +80,11 @@ class GenerationEngine(abc.ABC):
     kind: str = ""
     model_name: str = ""
 
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the model behind this engine (saved answers are reused only when it matches)."""
+        return {"kind": self.kind, "model": self.model_name}
+
     @abc.abstractmethod
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True

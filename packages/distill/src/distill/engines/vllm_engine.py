@@ -85,11 +85,17 @@ class VLLMEngine(GenerationEngine):
             raise EngineError(f"the vllm engine cannot run: {reason}")
         import vllm
 
-        from distill.models import resolve_model
+        from distill.models import model_fingerprint, resolve_model
 
         self.model_name = model
-        self.llm = vllm.LLM(**llm_kwargs(resolve_model(model), **opts))
+        path = resolve_model(model)
+        self._fingerprint = {"kind": self.kind, **model_fingerprint(model, path)}
+        self.llm = vllm.LLM(**llm_kwargs(path, **opts))
         self.tokenizer = self.llm.get_tokenizer()
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self._fingerprint
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
