@@ -35,6 +35,7 @@ def test_mlflow_registry_round_trip(
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    monkeypatch.chdir(tmp_path)  # the stores' default artifact root ./mlruns lands here
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("models-test")
@@ -53,16 +54,41 @@ def test_mlflow_registry_round_trip(
     cache = tmp_path / "cache"
     by_version = Path(resolve_model("models:/tiny-student/1", cache_dir=cache))
     by_alias = Path(resolve_model("models:/tiny-student@champion", cache_dir=cache))
-    assert by_version == by_alias == cache / "tiny-student" / "1"
+    assert by_version == by_alias and by_version.parent == cache / "tiny-student"
+    assert by_version.name.startswith("1-")  # the version, then a key of the store and logged model
     assert (by_version / "config.json").is_file()
     loaded = AutoModelForCausalLM.from_pretrained(by_version)
     assert loaded.config.vocab_size == model.config.vocab_size
     assert AutoTokenizer.from_pretrained(by_version).chat_template == tokenizer.chat_template
 
+    # a fresh store numbers its first version 1 again: that is another model, not the cached download
+    other_store = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other_store)
+    mlflow.set_tracking_uri(other_store)
+    mlflow.set_experiment("models-test")
+    retrained = AutoModelForCausalLM.from_pretrained(tiny_student_dir)
+    retrained.model.norm.weight.data.fill_(0.5)
+    with mlflow.start_run():
+        mlflow.transformers.log_model(
+            transformers_model={"model": retrained, "tokenizer": tokenizer},
+            name="student",
+            task="text-generation",
+            pip_requirements=["transformers", "torch"],
+            registered_model_name="tiny-student",
+        )
+    fresh = Path(resolve_model("models:/tiny-student/1", cache_dir=cache))
+    assert fresh != by_version and fresh.name.startswith("1-")
+    assert float(AutoModelForCausalLM.from_pretrained(fresh).model.norm.weight[0].item()) == 0.5
+    assert float(AutoModelForCausalLM.from_pretrained(by_version).model.norm.weight[0].item()) != 0.5
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
     # cached: a second resolution does not download again
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **_: pytest.fail("downloaded twice"))
     assert Path(resolve_model("models:/tiny-student@champion", cache_dir=cache)) == by_version
-    assert model_fingerprint("models:/tiny-student@champion", str(by_alias))["mlflow_version"] == "1"
+    assert (
+        model_fingerprint("models:/tiny-student@champion", str(by_alias))["mlflow_model"] == by_version.name
+    )
 
     with pytest.raises(ModelRefError, match="tiny-student"):
         resolve_model("models:/tiny-student@nonexistent", cache_dir=cache)

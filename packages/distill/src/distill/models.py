@@ -2,12 +2,14 @@
 
 ``resolve_model`` turns a reference into something ``from_pretrained`` (and vLLM, and ``transformers
 serve``) accept: a local directory for local and MLflow models, the id itself for Hub ids. MLflow models
-are downloaded once into a cache folder keyed by name and version (an alias is resolved to its version
-first, so moving the alias fetches the new version).
+are downloaded once into a cache folder keyed by name, version and the logged model that version points to
+in this tracking store (an alias is resolved to its version first, so moving the alias fetches the new
+version; a fresh store that numbers a new model version 1 again does not get the old download).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -66,12 +68,12 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 def model_fingerprint(ref: str, resolved: str) -> dict[str, Any]:
     """What pins down the weights behind ``ref`` (``resolved`` is ``resolve_model(ref)``), cheaply.
 
-    An MLflow URI: its resolved registry version (the cache folder is named after it). A local directory:
+    An MLflow URI: its resolved registry version and logged model (the cache folder's name). A local directory:
     its config and weight files' names, sizes and modification times, so retraining in place changes it.
     A Hub id: the id. Resumable jobs compare fingerprints before reusing saved answers.
     """
     if is_mlflow_uri(ref):
-        return {"ref": ref, "mlflow_version": Path(resolved).name}
+        return {"ref": ref, "mlflow_model": Path(resolved).name}
     path = Path(resolved)
     if not path.is_dir():
         return {"ref": ref}
@@ -90,12 +92,16 @@ def _resolve_mlflow(ref: str, cache: Path) -> Path:
     client = MlflowClient()
     try:
         if alias is not None:
-            version = str(client.get_model_version_by_alias(name, alias).version)
+            found = client.get_model_version_by_alias(name, alias)
         else:
-            client.get_model_version(name, str(version))
+            found = client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException as exc:
         raise ModelRefError(f"{ref}: {exc.message}") from exc
-    target = cache / _safe(name) / str(version)
+    version = str(found.version)
+    # Version numbers restart in every store (each fresh demo store registers a version 1), so the cache
+    # key also names the store and the logged model behind the version.
+    origin = f"{mlflow.get_tracking_uri()}|{found.source}|{found.run_id}"
+    target = cache / _safe(name) / f"{version}-{hashlib.sha256(origin.encode()).hexdigest()[:12]}"
     if (target / "config.json").is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
