@@ -94,5 +94,7 @@ def test_baseline_profile_reports_per_leaf_accuracy(
     assert sum(v["n"] for v in report["single_skill_leaves"].values()) == len(singles)
     saved = json.loads((tmp_path / "bp" / "baseline_report.json").read_text())
     assert saved["suites"].keys() == report["suites"].keys()
+    assert saved["engine"]["path"] == str(tiny_student_dir.resolve())
+    assert "model.safetensors" in {name for name, _, _ in saved["engine"]["files"]}
     table = format_table(report)
     assert "all problems" in table and "1-skill" in table and all(name[:8] in table for name in suites)

@@ -117,6 +117,7 @@ def _run(
     single = leaf_accuracy([p for p, _ in one_skill], [v for _, v in one_skill])
     report = {
         "model": model,
+        "engine": engine.fingerprint,  # which weights answered (an alias's resolved version)
         "seed": seed,
         "suite_size": suite_size,
         "temperature": temperature,
