@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from distill.models import ModelRefError, model_fingerprint, parse_mlflow_uri, resolve_model
@@ -28,19 +29,13 @@ def test_parse_mlflow_uri() -> None:
     assert parse_mlflow_uri("models:/student@champion") == ("student", None, "champion")
 
 
-def test_mlflow_registry_round_trip(
-    tiny_student_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _register_in_store(store: Path, model: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point MLflow at the SQLite store ``store`` and register ``model`` there as ``tiny-student``."""
     import mlflow
-    from mlflow import MlflowClient
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    monkeypatch.chdir(tmp_path)  # the stores' default artifact root ./mlruns lands here
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
     mlflow.set_experiment("models-test")
-    model = AutoModelForCausalLM.from_pretrained(tiny_student_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_student_dir)
     with mlflow.start_run():
         mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer},
@@ -49,6 +44,19 @@ def test_mlflow_registry_round_trip(
             pip_requirements=["transformers", "torch"],
             registered_model_name="tiny-student",
         )
+
+
+def test_mlflow_registry_round_trip(
+    tiny_student_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.chdir(tmp_path)  # the stores' default artifact root ./mlruns lands here
+    model = AutoModelForCausalLM.from_pretrained(tiny_student_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student_dir)
+    _register_in_store(tmp_path / "mlflow.db", model, tokenizer, monkeypatch)
     MlflowClient().set_registered_model_alias("tiny-student", "champion", "1")
 
     cache = tmp_path / "cache"
@@ -62,20 +70,9 @@ def test_mlflow_registry_round_trip(
     assert AutoTokenizer.from_pretrained(by_version).chat_template == tokenizer.chat_template
 
     # a fresh store numbers its first version 1 again: that is another model, not the cached download
-    other_store = f"sqlite:///{tmp_path / 'other.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", other_store)
-    mlflow.set_tracking_uri(other_store)
-    mlflow.set_experiment("models-test")
     retrained = AutoModelForCausalLM.from_pretrained(tiny_student_dir)
     retrained.model.norm.weight.data.fill_(0.5)
-    with mlflow.start_run():
-        mlflow.transformers.log_model(
-            transformers_model={"model": retrained, "tokenizer": tokenizer},
-            name="student",
-            task="text-generation",
-            pip_requirements=["transformers", "torch"],
-            registered_model_name="tiny-student",
-        )
+    _register_in_store(tmp_path / "other.db", retrained, tokenizer, monkeypatch)
     fresh = Path(resolve_model("models:/tiny-student/1", cache_dir=cache))
     assert fresh != by_version and fresh.name.startswith("1-")
     assert float(AutoModelForCausalLM.from_pretrained(fresh).model.norm.weight[0].item()) == 0.5
