@@ -218,13 +218,20 @@ def test_profile_task_and_weakest(server: dict[str, Any], data_dir: Path, tiny_s
     resumed = server["client"].get("/profile/get", params={"task_id": rerun.json()["task_id"]}).json()
     assert resumed["resumed"] == 6 and resumed["attempts"] == 12
 
-    # the same profile_id with other sampling settings: refused, the saved answers stay as they were
-    other = {**body, "profile_id": "fixed-id", "sampling": {**body["sampling"], "temperature": 1.0}}
+    # the same profile_id with other sampling settings: refused, the saved profile stays as it was
+    other = {
+        **body,
+        "profile_id": "fixed-id",
+        "samples_per_problem": 1,
+        "sampling": {**body["sampling"], "temperature": 1.0},
+    }
     clash = post(server, "/profile/submit", other)
     assert wait_task(server, clash.json()["task_id"])["status"] == "failed"
     got = server["client"].get("/profile/get", params={"task_id": clash.json()["task_id"]})
     assert got.status_code == 409 and "sampling.temperature: 0.6 -> 1.0" in got.json()["error"]
-    assert len((Path(resumed["out_dir"]) / "attempts.jsonl").read_text().splitlines()) == 12
+    kept = Path(resumed["out_dir"])
+    assert len((kept / "attempts.jsonl").read_text().splitlines()) == 12
+    assert json.loads((kept / "request.json").read_text())["samples_per_problem"] == 2
 
 
 def _pool(data_dir: Path) -> list[dict[str, Any]]:

@@ -227,19 +227,6 @@ class Profiler:
         skill_tree = SkillTree.load(checked.tree)
         problems = load_pool(checked.pool, limit=limit)
         out.mkdir(parents=True, exist_ok=True)
-        skill_tree.save(out / "tree.json")  # /weakest reads the profile against this exact tree
-        (out / "request.json").write_text(
-            json.dumps(
-                {
-                    "model": model,
-                    "pool": pool,
-                    "tree": tree,
-                    "engine": engine,
-                    "samples_per_problem": samples_per_problem,
-                }
-            ),
-            encoding="utf-8",
-        )
         config = ProfileConfig(
             samples_per_problem=samples_per_problem,
             sampling=sampling or SamplingConfig(),
@@ -253,6 +240,20 @@ class Profiler:
             result = profile_student(
                 gen, skill_tree, problems, out_dir=out, config=config, judge=self.math_judge, progress=False
             )
+        # written once the profile is done: a refused request (409) leaves the saved profile's files alone
+        skill_tree.save(out / "tree.json")  # /weakest reads the profile against this exact tree
+        (out / "request.json").write_text(
+            json.dumps(
+                {
+                    "model": model,
+                    "pool": pool,
+                    "tree": tree,
+                    "engine": engine,
+                    "samples_per_problem": samples_per_problem,
+                }
+            ),
+            encoding="utf-8",
+        )
         paths = write_reports(result, config)
         run_id = None
         if self.settings.log_to_mlflow:
