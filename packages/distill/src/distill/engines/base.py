@@ -79,11 +79,13 @@ class GenerationEngine(abc.ABC):
 
     kind: str = ""
     model_name: str = ""
+    # set by engines that know more about their model than its name (``distill.models.model_fingerprint``)
+    _identity: dict[str, Any] | None = None
 
     @property
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the model behind this engine (saved answers are reused only when it matches)."""
-        return {"kind": self.kind, "model": self.model_name}
+        return {"kind": self.kind, **(self._identity or {"model": self.model_name})}
 
     @abc.abstractmethod
     def generate(

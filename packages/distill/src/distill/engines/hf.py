@@ -57,7 +57,7 @@ class HFEngine(GenerationEngine):
         self.batch_size = batch_size
         self.device = pick_device(device)
         path = resolve_model(model) if model_obj is None or tokenizer is None else model
-        self._fingerprint = {"kind": self.kind, **model_fingerprint(model, path)}
+        self._identity = model_fingerprint(model, path)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         if model_obj is None:
             torch_dtype: Any = dtype
@@ -71,10 +71,6 @@ class HFEngine(GenerationEngine):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self._fingerprint
 
     def render(self, prompts: Sequence[Prompt], params: SamplingConfig) -> list[str]:
         return [render_chat(self.tokenizer, p, enable_thinking=params.enable_thinking) for p in prompts]

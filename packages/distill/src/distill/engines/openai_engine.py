@@ -50,13 +50,10 @@ class OpenAIEngine(GenerationEngine):
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.model_name = model
         self.base_url = base_url
+        self._identity = {"model": model, "base_url": base_url}
         self.concurrency = concurrency
         self.extra_body = dict(extra_body or {})
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model_name, "base_url": self.base_url}
 
     def request_kwargs(self, prompt: Prompt, params: SamplingConfig, sample_index: int) -> dict[str, Any]:
         """The keyword arguments of one ``chat.completions.create`` call."""

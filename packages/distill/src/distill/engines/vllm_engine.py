@@ -89,13 +89,9 @@ class VLLMEngine(GenerationEngine):
 
         self.model_name = model
         path = resolve_model(model)
-        self._fingerprint = {"kind": self.kind, **model_fingerprint(model, path)}
+        self._identity = model_fingerprint(model, path)
         self.llm = vllm.LLM(**llm_kwargs(path, **opts))
         self.tokenizer = self.llm.get_tokenizer()
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self._fingerprint
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
