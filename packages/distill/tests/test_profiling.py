@@ -212,7 +212,7 @@ def test_answers_of_another_model_or_sampling_are_not_resumed(
     assert again.resumed == 6 and again.generated == 0
 
     # answers with no record of their model (an older folder) are not trusted either
-    (tmp_path / "profile_run.json").unlink()
+    (tmp_path / "rollout_run.json").unlink()
     with pytest.raises(ResumeMismatchError, match="nothing records which model"):
         profile_student(retrained, world_tree, problems, out_dir=tmp_path, config=config, progress=False)
 

@@ -53,6 +53,7 @@ class JudgeItem(BaseModel):
     sample_index: int = Field(default=0, ge=0)
     response: str
     expected_answer: str
+    question: str = Field(default="", description="the problem, for judges that read it (LLMJudge)")
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -112,6 +113,9 @@ def _normalise(text: str) -> str:
     return text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
 
 
+normalise_answer = _normalise  # public: majority voting groups answers by this normal form
+
+
 # ---------------------------------------------------------------------------- comparison
 CompareStatus = Literal["correct", "wrong", "timeout", "error"]
 
@@ -151,15 +155,18 @@ def compare_answers(extracted: str, expected: str, *, timeout: int | None = 5) -
         return "correct"
     try:
         gold = list(_parse_gold(expected, timeout))
+        if not gold:  # the reference itself is unreadable: nothing can be shown right or wrong
+            log.warning("math-verify cannot parse the expected answer %r", expected)
+            return "error"
         pred = _parse(extracted, timeout)
-        if not gold or not pred:
+        if not pred:  # the student's box holds no expression (prose, garbage): a wrong answer
             return "wrong"
         ok = verify(gold, pred, timeout_seconds=timeout, raise_on_error=True)
     except TimeoutException:
         return "timeout"
-    except Exception:  # math-verify could not handle the expression: the answer is not shown equal
-        log.debug("comparison failed for %r vs %r", extracted, expected, exc_info=True)
-        return "wrong"
+    except Exception as exc:  # math-verify failed: counted as an error, never read as a wrong answer
+        log.warning("math-verify failed comparing %r with %r: %s", extracted[:200], expected[:200], exc)
+        return "error"
     return "correct" if ok else "wrong"
 
 
@@ -498,9 +505,13 @@ class LLMJudge:
             return "wrong"
         return "error"
 
+    def close(self) -> None:
+        self.client.close()
+
     def judge(self, items: Iterable[JudgeItem], questions: Sequence[str] | None = None) -> list[Verdict]:
+        """Verdicts in order; the question comes from ``questions`` or else each item's ``question``."""
         batch = list(items)
-        qs = list(questions) if questions is not None else [""] * len(batch)
+        qs = list(questions) if questions is not None else [item.question for item in batch]
         extracted = [extract_answer(item.response) for item in batch]
         statuses: list[VerdictStatus] = ["no_answer"] * len(batch)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

@@ -1,11 +1,8 @@
 """Profile a student on a tagged pool: generate k answers per problem, judge them, aggregate per skill.
 
-Work is done in chunks of problems. After each chunk the attempts and their verdicts are appended to
-``attempts.jsonl`` / ``verdicts.jsonl`` under the output folder (``skillcore.io.JsonlAppender``), so a
-killed job keeps every finished chunk and a rerun with the same folder only does what is missing.
-``profile_run.json`` records which model (``GenerationEngine.fingerprint``) and sampling setup wrote
-them: saved answers from another model, say a retrained student behind the same alias, are never mixed
-into a new profile.
+Generation and judging are ``distill.rollout`` (shared with evaluation): answers and verdicts are saved
+chunk by chunk, a rerun with the same folder resumes, and answers from another model or sampling setup are
+never mixed into a new profile. This module adds the per-skill aggregation, reports and MLflow logging.
 """
 
 from __future__ import annotations
@@ -13,31 +10,32 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from skillcore import Attempt, JsonlAppender, SkillProfile, SkillTree, TaggedProblem, Verdict, read_jsonl
+from skillcore import Attempt, SkillProfile, SkillTree, TaggedProblem, Verdict
 from skillcore.io import atomic_write_text, iter_rows
 from skillcore.records import map_record
-from tqdm.auto import tqdm
 
-from distill.engines import GenerationEngine, SamplingConfig, question_prompts
-from distill.judge import JudgeItem, MathJudge
+from distill.engines import GenerationEngine, SamplingConfig
+from distill.rollout import (
+    ATTEMPTS_FILE,
+    RUN_FILE,
+    VERDICTS_FILE,
+    Judge,
+    OnMismatch,
+    ResumeMismatchError,
+    rollout,
+)
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS_FILE = "attempts.jsonl"
-VERDICTS_FILE = "verdicts.jsonl"
 PROFILE_FILE = "profile.json"
-RUN_FILE = "profile_run.json"
-
-
-class ResumeMismatchError(ValueError):
-    """The output folder holds answers from another model or sampling setup."""
+__all__ = ["ATTEMPTS_FILE", "RUN_FILE", "VERDICTS_FILE", "ResumeMismatchError"]  # re-exported for callers
 
 
 class ProfileConfig(BaseModel):
@@ -98,15 +96,6 @@ def load_pool(
     return problems
 
 
-def _load_done(path: Path, model: type[BaseModel]) -> dict[tuple[str, int], Any]:
-    done: dict[tuple[str, int], Any] = {}
-    if path.exists():
-        for row in read_jsonl(path, skip_bad=True):
-            record = model.model_validate(row)
-            done.setdefault((row["unique_id"], row.get("sample_index", 0)), record)
-    return done
-
-
 def profile_student(
     engine: GenerationEngine,
     tree: SkillTree,
@@ -114,12 +103,12 @@ def profile_student(
     *,
     out_dir: str | Path,
     config: ProfileConfig | None = None,
-    judge: MathJudge | None = None,
+    judge: Judge | None = None,
     progress: bool = True,
     on_chunk: Callable[[int, int], None] | None = None,
-    on_mismatch: Literal["error", "restart"] = "error",
+    on_mismatch: OnMismatch = "error",
 ) -> ProfileResult:
-    """Generate, judge and aggregate; resumable through the files in ``out_dir``.
+    """The shared rollout (generate and judge, resumable through ``out_dir``), then the per-skill profile.
 
     ``on_chunk(done_problems, total_problems)`` is called after each saved chunk (service progress).
     ``on_mismatch``: what to do when ``out_dir`` holds answers from another model or sampling setup,
@@ -128,124 +117,23 @@ def profile_student(
     config = config or ProfileConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    k = config.samples_per_problem
-    params = config.effective_sampling()
-    ids = [p.unique_id for p in problems]
-    if len(set(ids)) != len(ids):
-        raise ValueError("problems must have distinct unique_id values")
-
-    _claim_out_dir(
-        out, {"engine": engine.fingerprint, "sampling": params.model_dump(mode="json")}, on_mismatch
+    done = rollout(
+        engine,
+        problems,
+        config.effective_sampling(),
+        out_dir=out,
+        judge=judge,
+        chunk_size=config.chunk_size,
+        judge_workers=config.judge_workers,
+        judge_timeout_s=config.judge_timeout_s,
+        progress=progress,
+        desc="profiling",
+        on_chunk=on_chunk,
+        on_mismatch=on_mismatch,
     )
-    attempts = _load_done(out / ATTEMPTS_FILE, Attempt)
-    verdicts = _load_done(out / VERDICTS_FILE, Verdict)
-    complete = {p.unique_id for p in problems if all((p.unique_id, s) in attempts for s in range(k))}
-    todo = [p for p in problems if p.unique_id not in complete]
-    resumed = len(problems) - len(todo)
-    if resumed:
-        log.info("resuming: %d of %d problems already answered in %s", resumed, len(problems), out)
-
-    own_judge = judge is None
-    judge = judge or MathJudge(workers=config.judge_workers, timeout_s=config.judge_timeout_s)
-    try:
-        # verdicts missing for saved attempts (a job killed between saving attempts and verdicts)
-        by_id = {p.unique_id: p for p in problems}
-        missing = [a for key, a in attempts.items() if key not in verdicts and key[0] in by_id]
-        with JsonlAppender(out / ATTEMPTS_FILE) as att_log, JsonlAppender(out / VERDICTS_FILE) as ver_log:
-            if missing:
-                for v in _judge(judge, missing, by_id):
-                    verdicts[(v.unique_id, v.sample_index)] = v
-                    ver_log.write(v)
-                ver_log.flush()
-            bar = tqdm(
-                total=len(problems), initial=resumed, desc="profiling", unit="problem", disable=not progress
-            )
-            try:
-                for start in range(0, len(todo), config.chunk_size):
-                    chunk = todo[start : start + config.chunk_size]
-                    outputs = engine.generate(
-                        question_prompts([p.question for p in chunk]), params, progress=False
-                    )
-                    new = [
-                        Attempt(
-                            unique_id=p.unique_id,
-                            sample_index=s,
-                            response=g.text,
-                            model=engine.model_name,
-                            n_tokens=g.n_tokens,
-                            finish_reason=g.finish_reason,
-                        )
-                        for p, gens in zip(chunk, outputs, strict=True)
-                        for s, g in enumerate(gens[:k])
-                    ]
-                    for a in new:
-                        attempts[(a.unique_id, a.sample_index)] = a
-                        att_log.write(a)
-                    att_log.flush()
-                    for v in _judge(judge, new, by_id):
-                        verdicts[(v.unique_id, v.sample_index)] = v
-                        ver_log.write(v)
-                    ver_log.flush()
-                    bar.update(len(chunk))
-                    if on_chunk is not None:
-                        on_chunk(resumed + start + len(chunk), len(problems))
-            finally:
-                bar.close()
-    finally:
-        if own_judge:
-            judge.close()
-
-    wanted = {(p.unique_id, s) for p in problems for s in range(k)}
-    final_attempts = [attempts[key] for key in sorted(wanted)]
-    final_verdicts = [verdicts[key] for key in sorted(wanted)]
-    profile = SkillProfile.from_records(tree, problems, final_verdicts, unknown="skip")
+    profile = SkillProfile.from_records(tree, problems, done.verdicts, unknown="skip")
     profile.save(out / PROFILE_FILE)
-    return ProfileResult(profile, final_attempts, final_verdicts, out, len(todo), resumed)
-
-
-def _claim_out_dir(out: Path, state: dict[str, Any], on_mismatch: str) -> None:
-    """Keep saved answers only when ``profile_run.json`` says the same model and sampling wrote them."""
-    state = json.loads(json.dumps(state))  # compare as it reads back
-    run_file = out / RUN_FILE
-    if (out / ATTEMPTS_FILE).exists() or (out / VERDICTS_FILE).exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
-        if previous != state:
-            why = (
-                "nothing records which model wrote them"
-                if previous is None
-                else _differences(previous, state)
-            )
-            if on_mismatch != "restart":
-                raise ResumeMismatchError(
-                    f"{out} holds answers from another run ({why}); use another output folder or restart it"
-                )
-            log.warning("%s: discarding saved answers from another run (%s)", out, why)
-            for name in (ATTEMPTS_FILE, VERDICTS_FILE, PROFILE_FILE):
-                (out / name).unlink(missing_ok=True)
-    atomic_write_text(run_file, json.dumps(state, indent=1))
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = []
-    for section in ("engine", "sampling"):
-        before, after = old.get(section) or {}, new.get(section) or {}
-        for key in sorted(set(before) | set(after)):
-            if before.get(key) != after.get(key):
-                changed.append(f"{section}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
-    return "; ".join(changed) or "unreadable record"
-
-
-def _judge(judge: MathJudge, attempts: Iterable[Attempt], by_id: dict[str, TaggedProblem]) -> list[Verdict]:
-    items = [
-        JudgeItem(
-            unique_id=a.unique_id,
-            sample_index=a.sample_index,
-            response=a.response,
-            expected_answer=by_id[a.unique_id].expected_answer,
-        )
-        for a in attempts
-    ]
-    return judge.judge(items)
+    return ProfileResult(profile, done.attempts, done.verdicts, out, done.generated, done.resumed)
 
 
 # ---------------------------------------------------------------------------- reports
@@ -398,7 +286,7 @@ def run_profile(
     config: ProfileConfig | None = None,
     log_mlflow: bool = True,
     progress: bool = True,
-    on_mismatch: Literal["error", "restart"] = "error",
+    on_mismatch: OnMismatch = "error",
 ) -> tuple[ProfileResult, dict[str, Path], str | None]:
     """The whole profiling stage in-process: build the engine, profile, write reports, log to MLflow.
 

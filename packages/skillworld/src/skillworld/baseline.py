@@ -1,8 +1,8 @@
 """Baseline profile: the student's per-leaf accuracy on the five benchmark suites.
 
-Generation and judging are ``distill``'s (the ``hf`` engine and math-verify judge through
-``distill.profiling.profile_student``, resumable per suite); this module only picks the problems and
-tabulates leaf x suite accuracy. A problem counts toward every leaf its chains name, so a leaf's
+Generation, judging and scoring are ``distill.eval``'s (the ``hf`` engine, the shared rollout and the
+math-verify judge, resumable per suite); this module only picks the problems and tabulates leaf x suite
+accuracy. A problem counts toward every leaf its chains name, so a leaf's
 accuracy over all problems mixes in the other skills of its multi-skill problems; the ``single``
 figures (one-skill problems only) isolate the skill itself.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from skillcore import SkillProfile, TaggedProblem, Verdict
+from skillcore import CHAIN_SEPARATOR, TaggedProblem, Verdict
 from skillcore.io import atomic_write_text
 
 from skillworld.world import generate_benchmarks, leaf_names, world_tree
@@ -23,16 +23,14 @@ from skillworld.world import generate_benchmarks, leaf_names, world_tree
 def leaf_accuracy(
     problems: Sequence[TaggedProblem], verdicts: Sequence[Verdict]
 ) -> dict[str, dict[str, float | int]]:
-    """Leaf name -> {"n": attempts, "correct": count, "accuracy": fraction}, for the leaves with attempts."""
-    profile = SkillProfile.from_records(world_tree(), problems, verdicts, unknown="skip")
-    rows = (profile.tree.nodes[int(i)] for i in profile.tree.leaf_indices if profile.attempts[i] > 0)
+    """Leaf name -> {"n": attempts, "correct": count, "accuracy": fraction}, for the leaves with attempts
+    (``distill.eval.leaf_accuracy`` on the world tree, keyed by the leaf's name)."""
+    from distill.eval import leaf_accuracy as by_chain
+
+    rows = by_chain(world_tree(), problems, verdicts)
     return {
-        node.name: {
-            "n": int(profile.attempts[node.index]),
-            "correct": int(profile.correct[node.index]),
-            "accuracy": float(profile.accuracy[node.index]),
-        }
-        for node in sorted(rows, key=lambda nd: nd.name)
+        chain.split(CHAIN_SEPARATOR)[-1]: {k: v for k, v in stats.items() if k != "problems"}
+        for chain, stats in sorted(rows.items(), key=lambda item: item[0].split(CHAIN_SEPARATOR)[-1])
     }
 
 
@@ -78,46 +76,39 @@ def _run(
     progress: bool,
 ) -> dict[str, Any]:
     from distill.engines import SamplingConfig, make_engine
-    from distill.judge import MathJudge
-    from distill.profiling import ProfileConfig, profile_student
+    from distill.eval import EvalConfig, evaluate
 
     suites = suites if suites is not None else generate_benchmarks(seed, suite_size)
-    tree = world_tree()
-    config = ProfileConfig(
+    config = EvalConfig(
+        samples_per_problem=1,
         sampling=SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
         chunk_size=max(batch_size, 64),
+        seed=seed,
     )
-    engine = make_engine("hf", model, batch_size=batch_size, device="cpu")
+    with make_engine("hf", model, batch_size=batch_size, device="cpu") as engine:
+        # a new student (or alias target) redoes a suite; its folder is this report's own
+        report = evaluate(engine, suites, config, out_dir=out, progress=progress, on_mismatch="restart")
     per_suite: dict[str, dict[str, Any]] = {}
     all_problems: list[TaggedProblem] = []
     all_verdicts: list[Verdict] = []
-    with MathJudge(timeout_s=config.judge_timeout_s) as judge:
-        for name, problems in suites.items():
-            result = profile_student(
-                engine,
-                tree,
-                list(problems),
-                out_dir=out / name,
-                config=config,
-                judge=judge,
-                progress=progress,
-                on_mismatch="restart",  # a new student (or alias target) redoes the suite
-            )
-            per_suite[name] = {
-                "accuracy": result.accuracy,
-                "n": len(result.verdicts),
-                "leaves": leaf_accuracy(list(problems), result.verdicts),
-                "status": result.status_counts(),
-            }
-            all_problems.extend(problems)
-            all_verdicts.extend(result.verdicts)
-    engine.close()
+    for name, run in report.benchmarks.items():
+        problems = [p for p in run.problems if isinstance(p, TaggedProblem)]
+        per_suite[name] = {
+            "accuracy": run.rollout.accuracy,
+            "n": len(run.rollout.verdicts),
+            "leaves": leaf_accuracy(problems, run.rollout.verdicts),
+            "status": run.rollout.status_counts(),
+        }
+        all_problems.extend(problems)
+        all_verdicts.extend(run.rollout.verdicts)
     overall = leaf_accuracy(all_problems, all_verdicts)
-    one_skill = [(p, v) for p, v in zip(all_problems, all_verdicts, strict=True) if len(p.chains) == 1]
-    single = leaf_accuracy([p for p, _ in one_skill], [v for _, v in one_skill])
-    report = {
+    one_skill = {p.unique_id: p for p in all_problems if len(p.chains) == 1}
+    single = leaf_accuracy(
+        list(one_skill.values()), [v for v in all_verdicts if v.unique_id in one_skill]
+    )
+    table = {
         "model": model,
-        "engine": engine.fingerprint,  # which weights answered (an alias's resolved version)
+        "engine": report.engine,  # which weights answered (an alias's resolved version)
         "seed": seed,
         "suite_size": suite_size,
         "temperature": temperature,
@@ -127,8 +118,8 @@ def _run(
         "leaves": overall,
         "single_skill_leaves": single,
     }
-    atomic_write_text(out / "baseline_report.json", json.dumps(report, indent=1))
-    return report
+    atomic_write_text(out / "baseline_report.json", json.dumps(table, indent=1))
+    return table
 
 
 def format_table(report: Mapping[str, Any]) -> str:
