@@ -92,46 +92,6 @@ class BootstrapResult:
     seconds: float = 0.0
 
 
-def registered_model_exists(name: str) -> bool:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return bool(MlflowClient().search_model_versions(f"name='{name}'", max_results=1))
-    except MlflowException:
-        return False
-
-
-def pip_requirements() -> list[str]:
-    """Explicit requirements: MLflow's inference adds torchvision, which is not installed here."""
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
-
-
-def log_and_register(model_dir: Path, name: str, alias: str) -> str:
-    """Log the saved student with ``mlflow.transformers`` under the active run, register it, set ``alias``."""
-    import mlflow
-    from mlflow import MlflowClient
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    # An absolute path: MLflow looks a relative name_or_path up on the Hugging Face Hub for its model card
-    # and license, and without network that costs half a minute of retries.
-    model_dir = Path(model_dir).resolve()
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer},
-        name="model",
-        task="text-generation",
-        registered_model_name=name,
-        pip_requirements=pip_requirements(),
-    )
-    version = info.registered_model_version
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
-    return f"models:/{name}@{alias}"
-
-
 def bootstrap(
     out_dir: str | Path,
     config: BootstrapConfig | None = None,
@@ -147,6 +107,7 @@ def bootstrap(
     A no-op (``skipped=True``) when ``registered_name`` already has a version in the registry, unless
     ``force``.
     """
+    from distill.registry import register_checkpoint, registered_model_exists
     from skillcore.tracking import log_dataset, log_json, resolve_tracking_uri, stage_run
 
     from skillworld.student import (
@@ -213,7 +174,14 @@ def bootstrap(
             }
         )
         log_json({"tiers": leaf_tiers(), "weights": skewed_weights()}, "bootstrap_mix.json")
-        uri = log_and_register(out, registered_name, alias)
+        # Logged from the saved folder (no second copy of the model in memory), under this run.
+        registered = register_checkpoint(
+            out,
+            registered_name,
+            tags={"skilldistill.stage": "bootstrap", "seed": cfg.seed, "final_loss": result.final_loss},
+            alias=alias,
+        )
+        uri = registered.alias_uri
         run_id = run.info.run_id
     return BootstrapResult(
         model_dir=out,
