@@ -1,4 +1,4 @@
-"""End-to-end skill-aware distillation: data -> student -> tag -> profile -> select (-> train, eval).
+"""End-to-end skill-aware distillation: data -> student -> tag -> profile -> select -> train -> evaluate -> register.
 
     python pipelines/distill.py --registry-model NAME [options]
 
@@ -8,8 +8,12 @@ offline world is generated; without ``--student`` the tiny Qwen3 student is boot
 (``qwen3-tiny-base``). ``--tagger grpc://host:port`` and ``--profiler http://host:port`` use running
 services instead of the in-process cores.
 
-The train/eval/register stage (skill-aware SFT, benchmarks, ``--registry-model``) is not built yet: the
-pipeline says so at the end and records the selected training sets it would train on.
+After selection the student is fine-tuned on the ``--strategy`` selection (skill-aware targets unless
+``--no-skill-aware``) through TRL with the ``--sft-preset`` settings, the base and the fine-tuned student
+are evaluated on the benchmarks (the world's suites offline; AIME24/25, AMC23, MATH-L5 and OlympiadBench
+otherwise) with the ``--eval-preset`` settings, per-skill gains are set against the selection's emphasis,
+and the fine-tuned checkpoint is registered as ``--registry-model`` (alias ``candidate``; ``champion``
+moves only to a better benchmark average).
 """
 
 from __future__ import annotations
@@ -249,15 +253,9 @@ def stage_profile(
         return Path(answer["out_dir"]) / "verdicts.jsonl"
     if profiler != "in-process":
         raise typer.BadParameter("--profiler must be 'in-process' or http://host:port")
-    if engine == "openai" and not engine_url:
-        raise typer.BadParameter("--engine openai needs --engine-url http://host:port/v1")
     from distill.profiling import ProfileConfig, run_profile
 
-    engine_opts: dict[str, dict[str, Any]] = {
-        "hf": {"batch_size": batch_size},
-        "openai": {"base_url": engine_url},
-    }
-    opts = engine_opts.get(engine, {})
+    opts = _engine_opts(engine, batch_size, engine_url)
     result, _, _ = run_profile(
         student, SkillTree.load(tree_path), problems, out_dir=out, engine=engine, engine_opts=opts,
         config=ProfileConfig(sampling=sampling), on_mismatch="restart",  # the stage folder is this run's own
@@ -294,13 +292,268 @@ def stage_select(
         )
         target = ctx.stage_dir("select") / name
         selection.save(out=target / "selected.jsonl", report_dir=target)
-        log_selection(selection, dataset_name=f"selected-{name}")
+        run_id = log_selection(selection, dataset_name=f"selected-{name}")
+        (target / "select_run.json").write_text(json.dumps({"run_id": run_id}))
         out[name] = target / "selected.jsonl"
         ctx.record(f"select:{name}", k=len(selection.unique_ids), **_short(selection.summary))
     return out
 
 
+def stage_train(
+    ctx: Context,
+    selected: Path,
+    student: str,
+    strategy: str,
+    settings: Any,
+    fmt: Any,
+    preset: str,
+) -> dict[str, Any]:
+    """Skill-aware (or plain) SFT of the student on a selected set, through TRL; resumable.
+
+    The output folder is named by a key of everything that decides the result (student weights, training
+    settings, formatting, the examples): the same inputs reuse or resume it, a changed one trains anew."""
+    import hashlib
+
+    from distill.formatting import check_rendered, format_examples
+    from distill.models import model_fingerprint, resolve_model
+    from distill.sft import train_sft
+    from skillcore import write_jsonl
+    from skillcore.tracking import log_dataset, log_json, stage_run
+    from transformers import AutoTokenizer
+
+    problems = _tagged_records(selected)
+    rows, stats = format_examples(problems, fmt)
+    path = resolve_model(student)
+    check_rendered(AutoTokenizer.from_pretrained(path), rows)  # the Skills block must survive the template
+    variant = "skill" if fmt.skill_aware else "plain"
+    identity = {
+        "student": model_fingerprint(student, path),
+        "settings": settings.model_dump(mode="json", exclude={"threads", "device"}),
+        "format": fmt.model_dump(mode="json"),
+        "examples": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    out = ctx.stage_dir("train") / f"{strategy}-{variant}-{key}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "train.jsonl", rows)
+    params = {
+        "student": student, "strategy": strategy, "variant": variant, "preset": preset, "train_key": key,
+        "n_examples": len(rows), **{f"sft.{k}": v for k, v in settings.model_dump().items() if k != "extra"},
+        **{f"format.{k}": v for k, v in fmt.model_dump().items() if k != "display_names"},
+    }  # fmt: skip
+    with stage_run("train", params=params, run_name=f"train:{strategy}-{variant}") as run:
+        dataset = log_dataset(out / "train.jsonl", name=f"train-{strategy}-{variant}", context="training")
+        result = train_sft(student, rows, settings, out_dir=out)
+        import mlflow
+
+        mlflow.log_metrics(
+            {
+                "train_loss": result.train_loss,
+                "train_seconds": result.seconds,
+                "steps_per_second": result.steps_per_second,
+                "tokens_per_second": result.tokens_per_second,
+                "examples_with_skills": stats.with_skills,
+                "dropped_skill_headers": stats.dropped_headers,
+            }
+        )
+        log_json({"format": stats, "result": result}, "train/summary.json")
+        run_id = run.info.run_id
+    ctx.record(
+        f"train:{strategy}-{variant}", steps=result.steps, loss=round(result.train_loss, 4),
+        seconds=round(result.seconds, 1), reused=result.skipped, resumed=result.resumed_from is not None,
+    )  # fmt: skip
+    return {
+        "model_dir": result.model_dir,
+        "key": key,
+        "variant": variant,
+        "dataset_digest": dataset.digest,
+        "run_id": run_id,
+    }
+
+
+def stage_evaluate(
+    ctx: Context,
+    label: str,
+    model: str,
+    benchmarks: dict[str, list[Any]],
+    repeats: dict[str, int],
+    config: Any,
+    engine: str,
+    engine_opts: dict[str, Any],
+) -> Any:
+    """The student on every benchmark (the shared rollout, resumable per benchmark), scored and logged."""
+    from distill.eval import run_evaluation
+    from skillcore.tracking import stage_run
+
+    with stage_run(
+        "evaluate",
+        params={"model": model, "engine": engine, **_eval_params(config)},
+        run_name=f"evaluate:{label}",
+    ):
+        report = run_evaluation(
+            model, benchmarks, config, out_dir=ctx.stage_dir("evaluate") / label, engine=engine,
+            engine_opts=engine_opts, repeats=repeats,
+        )  # fmt: skip
+    scores = ", ".join(f"{n} {r.score.avg_at_k.value:.1%}" for n, r in report.benchmarks.items())
+    ctx.record(f"evaluate:{label}", average=round(report.headline, 4), benchmarks=scores)
+    return report
+
+
+def _eval_params(config: Any) -> dict[str, Any]:
+    return {
+        "samples_per_problem": config.samples_per_problem,
+        "limit": config.limit,
+        **{f"sampling.{k}": v for k, v in config.sampling.model_dump().items()},
+    }
+
+
+def stage_analysis(
+    ctx: Context,
+    label: str,
+    tree_path: Path,
+    before: Any,
+    after: Any,
+    selected: Path,
+) -> dict[str, Any]:
+    """Per-skill accuracy before vs after fine-tuning on the benchmarks, against the selection's share of
+    each leaf: does the gain concentrate on the skills the selection emphasised?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import mlflow
+    from distill.eval import gain_correlation, gains_markdown, plot_gains, selection_share, skill_gains
+    from skillcore import SkillTree, TaggedProblem
+    from skillcore.tracking import log_metrics_table, stage_run
+
+    tree = SkillTree.load(tree_path)
+    problems, verdicts_before, verdicts_after = [], [], []
+    for name, run in after.benchmarks.items():
+        # ids are unique within a benchmark only: prefix them with the benchmark's name
+        def rename(record: Any, bench: str = name) -> Any:
+            return record.model_copy(update={"unique_id": f"{bench}/{record.unique_id}"})
+
+        problems += [rename(p) for p in run.problems if isinstance(p, TaggedProblem) and p.chains]
+        verdicts_after += [rename(v) for v in run.rollout.verdicts]
+        verdicts_before += [rename(v) for v in before.benchmarks[name].rollout.verdicts]
+    out = ctx.stage_dir("analysis") / label
+    out.mkdir(parents=True, exist_ok=True)
+    if not problems:
+        ctx.record(f"analysis:{label}", skipped="no benchmark problem carries skill chains")
+        return {}
+    keep = {p.unique_id for p in problems}
+    frame = skill_gains(
+        tree, problems, [v for v in verdicts_before if v.unique_id in keep],
+        [v for v in verdicts_after if v.unique_id in keep], selection_share(_tagged_records(selected)),
+    )  # fmt: skip
+    corr = gain_correlation(frame)
+    frame.to_csv(out / "skill_gains.csv", index=False)
+    (out / "skill_gains.md").write_text(gains_markdown(frame))
+    figure = plot_gains(frame, title=f"Per-skill gain vs selection share ({label})")
+    figure.savefig(out / "skill_gains.png", dpi=120, bbox_inches="tight")
+    with stage_run("analysis", run_name=f"analysis:{label}"):
+        mlflow.log_metrics({f"gain_{k}": float(v) for k, v in corr.items() if isinstance(v, int | float)})
+        log_metrics_table(frame, "analysis/skill_gains.json")
+        for name in ("skill_gains.csv", "skill_gains.md", "skill_gains.png"):
+            mlflow.log_artifact(str(out / name), artifact_path="analysis")
+    ctx.record(
+        f"analysis:{label}", leaves=corr["n_leaves"], pearson=corr["pearson"], spearman=corr["spearman"]
+    )
+    return corr
+
+
+def stage_register(
+    ctx: Context,
+    registry_model: str,
+    trained: dict[str, Any],
+    report: Any,
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
+    """Register the fine-tuned checkpoint (alias ``candidate``) with its lineage and scores, and move
+    ``champion`` to it only when its benchmark average beats the current champion's."""
+    from distill.registry import find_version, promote_if_better, register_checkpoint, set_version_tags
+    from skillcore.tracking import log_json, stage_run
+
+    scores = {
+        f"eval.{name}.avg_at_{r.score.k}": round(r.score.avg_at_k.value, 6)
+        for name, r in report.benchmarks.items()
+    }
+    tags = {
+        "skilldistill.train_key": trained["key"],
+        **lineage,
+        "eval.average": round(report.headline, 6),
+        **scores,
+    }
+    with stage_run("register", params={"registry_model": registry_model}, run_name="register") as run:
+        version = find_version(registry_model, {"skilldistill.train_key": trained["key"]})
+        if version is None:
+            version = register_checkpoint(trained["model_dir"], registry_model, tags=tags).version
+            reused = False
+        else:  # this very checkpoint is registered already: refresh its tags, move the alias back to it
+            from mlflow import MlflowClient
+
+            set_version_tags(registry_model, version, tags)
+            MlflowClient().set_registered_model_alias(registry_model, "candidate", version)
+            reused = True
+        decision = promote_if_better(registry_model, version)
+        log_json(
+            {"version": version, "tags": tags, "promotion": decision.as_dict()}, "register/decision.json"
+        )
+        run_id = run.info.run_id
+    is_champion = decision.promoted or decision.previous_version == version
+    typer.secho(f"[register] {decision.reason}", fg="green" if is_champion else "yellow")
+    base = lineage.get("eval.base_average")
+    if base is not None and report.headline <= base:
+        typer.secho(
+            f"[register] the fine-tuned student ({report.headline:.1%}) does not beat the base student "
+            f"({base:.1%}) on the benchmarks",
+            fg="yellow",
+        )
+    ctx.record(
+        "register", model=f"models:/{registry_model}/{version}", candidate=f"models:/{registry_model}@candidate",
+        champion=is_champion, reused=reused, beats_base=base is None or report.headline > base, run_id=run_id,
+    )  # fmt: skip
+    return {"version": version, "promoted": decision.promoted, "reason": decision.reason}
+
+
 # --------------------------------------------------------------------------------------- helpers
+PAPER_BENCHMARKS = ("aime24", "aime25", "amc23", "math-l5", "olympiadbench")
+
+
+def _parse_sources(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"--benchmark-source takes NAME=PATH, got {item!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _engine_opts(engine: str, batch_size: int, engine_url: str | None) -> dict[str, Any]:
+    if engine == "openai":
+        if not engine_url:
+            raise typer.BadParameter("--engine openai needs --engine-url http://host:port/v1")
+        return {"base_url": engine_url}
+    return {"batch_size": batch_size} if engine == "hf" else {}
+
+
+def _tag_benchmarks(
+    ctx: Context, benchmarks: dict[str, list[Any]], tagger: str, tree_path: Path, exemplars: str | None
+) -> dict[str, list[Any]]:
+    """Benchmark problems with skill chains from the tagging engine (per-skill analysis of real benchmarks)."""
+    from skillcore import TaggedProblem
+
+    out: dict[str, list[Any]] = {}
+    with TaggerSession(tagger, tree_path, exemplars, ctx) as tag_batch:
+        for name, problems in benchmarks.items():
+            chains = tag_batch(problems) if problems else []
+            out[name] = [
+                TaggedProblem(**p.model_dump(exclude={"chains"}), chains=c)
+                for p, c in zip(problems, chains, strict=True)
+            ]
+    return out
+
+
 def _take(rows: Any, limit: int | None) -> Any:
     for i, row in enumerate(rows):
         if limit is not None and i >= limit:
@@ -368,6 +621,33 @@ def main(
     ] = 0.5,
     w_max: Annotated[float, typer.Option(min=1.0, help="Weight cap w_max")] = 10.0,
     seed: Annotated[int, typer.Option(help="Seed for every stage")] = 0,
+    skill_aware: Annotated[
+        bool, typer.Option(help="Training targets name their skill chains first (the paper's fine-tuning)")
+    ] = True,
+    placement: Annotated[
+        str,
+        typer.Option(help="Where the Skills block goes: think (Qwen3) or before_think (the paper's code)"),
+    ] = "think",
+    sft_preset: Annotated[
+        str | None,
+        typer.Option(
+            help="SFT preset (paper, cpu-demo) or YAML file (default: cpu-demo offline, else paper)"
+        ),
+    ] = None,
+    eval_preset: Annotated[
+        str | None,
+        typer.Option(help="Evaluation preset (paper, cpu-demo) or YAML file (default as --sft-preset)"),
+    ] = None,
+    benchmarks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated benchmarks (default: the five of the paper; offline: the world's)"
+        ),
+    ] = None,
+    benchmark_source: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH: a benchmark from a local file or folder")
+    ] = None,
+    eval_limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N problems only")] = None,
 ) -> None:
     """Run every stage that exists, end to end, under one MLflow parent run."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -384,6 +664,25 @@ def main(
         from skillcore import SkillTree
 
         SkillTree.load(tree)  # fail early, before any run is opened, on a bad tree
+    from distill.eval import TASKS, load_eval_config
+    from distill.formatting import FormatConfig
+    from distill.sft import load_sft_settings
+
+    default_preset = "cpu-demo" if student is None else "paper"  # the tiny offline student, or a real one
+    sft_preset, eval_preset = sft_preset or default_preset, eval_preset or default_preset
+    try:
+        sft_settings = load_sft_settings(sft_preset, seed=seed)
+        eval_config = load_eval_config(eval_preset, seed=seed, limit=eval_limit)
+        fmt = FormatConfig(skill_aware=skill_aware, placement=placement)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    bench_names = (
+        [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else list(PAPER_BENCHMARKS)
+    )
+    unknown = [b for b in bench_names if b not in TASKS]
+    if unknown:
+        raise typer.BadParameter(f"unknown benchmark(s) {unknown}; known: {', '.join(TASKS)}")
+    sources = _parse_sources(benchmark_source or [])
     ctx = Context(workdir=workdir or Path("runs") / registry_model, seed=seed)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     typer.secho(f"tracking store: {resolve_tracking_uri()}   workdir: {ctx.workdir}", fg="green")
@@ -396,6 +695,11 @@ def main(
         "profile_limit": profile_limit,
         "seed": seed,
         "engine": engine,
+        "skill_aware": skill_aware,
+        "placement": placement,
+        "sft_preset": sft_preset,
+        "eval_preset": eval_preset,
+        "benchmarks": ",".join(bench_names),
     }
     with pipeline_run(
         f"distill:{registry_model}", params=params, tags={"skilldistill.pipeline": "distill"}
@@ -412,12 +716,37 @@ def main(
         selected = stage_select(
             ctx, tagged, verdicts, tree_path, k, strategy, baseline or ["random"], temperature, w_max
         )
-        typer.secho(
-            f"[train] not built yet: skill-aware SFT, benchmark evaluation and registration as "
-            f"{registry_model!r} come with the SFT/eval stage. Selected sets: "
-            + ", ".join(f"{n}={p}" for n, p in selected.items()),
-            fg="yellow",
+        # train -> evaluate (base and fine-tuned) -> per-skill analysis -> register
+        from distill.eval import load_benchmarks
+
+        world_dir = ctx.workdir / "world" if pool is None else None
+        bench_problems, repeats = load_benchmarks(bench_names, world_dir=world_dir, sources=sources)
+        if world_dir is None:  # real benchmarks carry no chains: tag them like the pool, for the analysis
+            bench_problems = _tag_benchmarks(
+                ctx, bench_problems, tagger, tree_path, exemplars or world_exemplars
+            )
+        opts = _engine_opts(engine, batch_size, engine_url)
+        trained = stage_train(ctx, selected[strategy], student_ref, strategy, sft_settings, fmt, sft_preset)
+        base_report = stage_evaluate(
+            ctx, "base", student_ref, bench_problems, repeats, eval_config, engine, opts
         )
+        label = f"{strategy}-{trained['variant']}"
+        tuned_report = stage_evaluate(
+            ctx, label, trained["model_dir"], bench_problems, repeats, eval_config, engine, opts
+        )
+        stage_analysis(ctx, label, tree_path, base_report, tuned_report, selected[strategy])
+        select_run = json.loads((selected[strategy].parent / "select_run.json").read_text())["run_id"]
+        lineage = {
+            "skilldistill.base_model": student_ref,
+            "skilldistill.strategy": strategy,
+            "skilldistill.skill_aware": skill_aware,
+            "skilldistill.preset": sft_preset,
+            "skilldistill.selection_run_id": select_run,
+            "skilldistill.train_run_id": trained["run_id"],
+            "skilldistill.train_dataset_digest": trained["dataset_digest"],
+            "eval.base_average": round(base_report.headline, 6),
+        }
+        stage_register(ctx, registry_model, trained, tuned_report, lineage)
         log_json(ctx.stages, "pipeline/stages.json")
         summary_path = ctx.workdir / "summary.json"
         summary_path.write_text(

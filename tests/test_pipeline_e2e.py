@@ -30,7 +30,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
     args = [
         "--registry-model", "e2e-student", "--workdir", str(workdir), "--student", str(tiny_student_dir),
         "--pool-size", "240", "--suite-size", "5", "--profile-limit", "40", "--k", "12",
-        "--max-new-tokens", "96", "--batch-size", "20",
+        "--max-new-tokens", "96", "--batch-size", "20", "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo",
     ]  # fmt: skip
     first = run_pipeline(args, uri, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -38,7 +38,10 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
     summary = json.loads((workdir / "summary.json").read_text())
     stages = summary["stages"]
     assert {"data", "student", "tag", "profile", "select:skill", "select:random"} <= set(stages)
+    assert {"train:skill-skill", "evaluate:base", "evaluate:skill-skill", "register"} <= set(stages)
     assert stages["tag"]["problems"] == 240 and stages["profile"]["problems"] == 40
+    assert stages["train:skill-skill"]["steps"] == 3  # 12 examples, batch 16, 3 epochs (cpu-demo)
+    assert stages["register"]["model"] == "models:/e2e-student/1" and stages["register"]["champion"] is True
 
     verdicts = {r["unique_id"] for r in read_jsonl(workdir / "profile" / "verdicts.jsonl")}
     assert len(verdicts) == 40
@@ -60,7 +63,23 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
         for r in children
         for d in r.inputs.dataset_inputs
     }
-    assert {"pool", "tagged", "training"} <= contexts
+    assert {"pool", "tagged", "training", "evaluation"} <= contexts
+    assert {r.info.run_name for r in children} >= {"train:skill-skill", "evaluate:base", "register"}
+
+    # the fine-tuned student is registered with its lineage, as candidate and (first version) champion
+    version = client.get_model_version_by_alias("e2e-student", "candidate")
+    assert client.get_model_version_by_alias("e2e-student", "champion").version == version.version
+    train_run = next(r for r in children if r.info.run_name == "train:skill-skill")
+    assert version.tags["skilldistill.train_run_id"] == train_run.info.run_id
+    assert version.tags["skilldistill.strategy"] == "skill" and version.tags["skilldistill.skill_aware"] == "True"
+    report = json.loads((workdir / "evaluate" / "skill-skill" / "eval_report.json").read_text())
+    assert float(version.tags["eval.average"]) == pytest.approx(report["headline"], abs=1e-6)
+    assert set(report["benchmarks"]) == {"aime24", "aime25", "amc23", "math-l5", "olympiadbench"}
+    assert all(b["n_problems"] == 5 for b in report["benchmarks"].values())
+    assert "train/loss" in train_run.data.metrics
+    assert (workdir / "analysis" / "skill-skill" / "skill_gains.png").stat().st_size > 5_000
+    trained_text = (workdir / "train").glob("skill-skill-*/train.jsonl")
+    assert all("Skills:" in json.loads(line)["messages"][-1]["content"] for f in trained_text for line in f.open())
 
     # A rerun resumes: nothing regenerated, nothing re-tagged, no attempt repeated.
     tagged_before = (workdir / "tag" / "tagged.jsonl").read_text()
@@ -70,6 +89,8 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
     assert again["data"].get("resumed") is True
     assert (workdir / "tag" / "tagged.jsonl").read_text() == tagged_before
     assert sum(1 for _ in read_jsonl(workdir / "profile" / "attempts.jsonl")) == 40
+    assert again["train:skill-skill"]["reused"] is True and again["register"]["reused"] is True
+    assert len(client.search_model_versions("name='e2e-student'")) == 1  # not registered twice
 
 
 def test_pipeline_rejects_a_pool_without_a_tree(tmp_path):
@@ -120,7 +141,8 @@ def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
             result = run_pipeline(
                 ["--registry-model", "svc", "--workdir", str(workdir), "--student", str(tiny_student_dir),
                  "--pool-size", "120", "--suite-size", "5", "--profile-limit", "24", "--k", "8",
-                 "--max-new-tokens", "96", "--batch-size", "24",
+                 "--max-new-tokens", "96", "--batch-size", "24", "--sft-preset", "cpu-demo",
+                 "--eval-preset", "cpu-demo", "--eval-limit", "2",
                  "--tagger", f"grpc://127.0.0.1:{grpc_port}", "--profiler", f"http://127.0.0.1:{http_port}"],
                 f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
             )  # fmt: skip
@@ -134,6 +156,7 @@ def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
     verdict_files = list((tmp_path / "profiles").rglob("verdicts.jsonl"))
     assert len(verdict_files) == 1 and sum(1 for _ in read_jsonl(verdict_files[0])) == 24
     assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 8
+    assert stages["register"]["model"] == "models:/svc/1"
 
 
 def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_student_dir):
@@ -147,13 +170,23 @@ def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_stud
     ]
     pool = tmp_path / "omr.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # a real benchmark in its public format (math-ai/amc23: id, question, answer), read from a local file
+    amc = tmp_path / "amc23.jsonl"
+    amc.write_text(
+        "".join(
+            json.dumps({"id": i, "question": p.question, "answer": float(p.expected_answer), "url": "-"}) + "\n"
+            for i, p in enumerate(q for q in generate_pool(40, seed=7) if q.expected_answer.isdigit())
+        )
+    )
     exemplars = tmp_path / "exemplars.jsonl"
     exemplars.write_text("".join(p.model_dump_json() + "\n" for p in generate_pool(300, seed=6)))
     workdir = tmp_path / "run"
     result = run_pipeline(
         ["--registry-model", "omr", "--workdir", str(workdir), "--pool", str(pool), "--tree",
          str(tmp_path / "tree.json"), "--pool-format", "openmathreasoning", "--exemplars", str(exemplars),
-         "--student", str(tiny_student_dir), "--profile-limit", "10", "--k", "4", "--max-new-tokens", "64"],
+         "--student", str(tiny_student_dir), "--profile-limit", "10", "--k", "4", "--max-new-tokens", "64",
+         "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo", "--benchmarks", "amc23",
+         "--benchmark-source", f"amc23={amc}", "--eval-limit", "4"],
         f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -161,6 +194,10 @@ def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_stud
     assert len(tagged) == 30 and {r["question"] for r in tagged} == {r["problem"] for r in rows}
     assert not (workdir / "world").exists()
     assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 4
+    report = json.loads((workdir / "evaluate" / "base" / "eval_report.json").read_text())
+    assert list(report["benchmarks"]) == ["amc23"] and report["benchmarks"]["amc23"]["n_problems"] == 4
+    # the benchmark carried no chains: the tagger attributed them, so the per-skill analysis exists
+    assert (workdir / "analysis" / "skill-skill" / "skill_gains.csv").is_file()
     bad = run_pipeline(
         ["--registry-model", "omr", "--pool", str(pool), "--tree", str(tmp_path / "tree.json"),
          "--pool-format", "nope"],

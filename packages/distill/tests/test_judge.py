@@ -5,7 +5,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-from distill.judge import JudgeItem, MathJudge, choice_letter, extract_answer, judge_batch, judge_response
+from distill.judge import (
+    JudgeItem,
+    MathJudge,
+    choice_letter,
+    compare_answers,
+    extract_answer,
+    judge_batch,
+    judge_response,
+)
 
 
 @pytest.mark.parametrize(
@@ -161,3 +169,24 @@ def test_hard_deadline_replaces_a_stuck_worker() -> None:
         assert [v.status for v in verdicts] == ["timeout", "correct"]
         assert stuck.poll() is not None  # killed
         assert judge._pool[0].process.pid != stuck.pid
+
+
+def test_a_math_verify_failure_is_an_error_not_a_wrong_answer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A comparison math-verify cannot make must not look like a wrong answer (a weak skill)."""
+    import math_verify
+
+    def broken(*args: object, **kwargs: object) -> bool:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(math_verify, "verify", broken)
+    with caplog.at_level("WARNING", logger="distill.judge"):
+        assert compare_answers("\\frac{1}{2}", "0.5", timeout=None) == "error"
+    assert "math-verify failed" in caplog.text
+    # textually equal answers never reach math-verify, so they stay correct
+    assert compare_answers("0.5", "0.5", timeout=None) == "correct"
+    verdicts = MathJudge(workers=0).judge(
+        [JudgeItem(unique_id="q", response="\\boxed{\\frac{1}{2}}", expected_answer="0.5")]
+    )
+    assert verdicts[0].status == "error"

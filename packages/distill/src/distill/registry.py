@@ -85,6 +85,21 @@ def registered_model_exists(name: str) -> bool:
         return False
 
 
+def find_version(name: str, tags: Mapping[str, Any]) -> str | None:
+    """The newest version of ``name`` whose tags include all of ``tags`` (values compared stringified), or
+    None: how a rerun recognises a checkpoint it already registered."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    wanted = {key: _tag_value(value) for key, value in tags.items()}
+    try:
+        versions = MlflowClient().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    matching = [int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in wanted.items())]
+    return str(max(matching)) if matching else None
+
+
 def log_checkpoint(
     model_dir: str | Path,
     *,
@@ -210,7 +225,7 @@ def promote_if_better(
 
     previous_version = previous_score = None
     if current is None:
-        promoted, reason = True, f"no {champion!r} yet"
+        promoted, reason = True, f"version {version} ({metric_tag} {score:g}) is the first {champion!r}"
     else:
         previous_version = str(current.version)
         previous_score = _score(current, metric_tag)

@@ -182,7 +182,7 @@ def mlflow_metrics_callback() -> Any:
     active MLflow run (the stage run), from the main process only."""
     from transformers import TrainerCallback
 
-    class MlflowMetrics(TrainerCallback):  # type: ignore[misc]
+    class MlflowMetrics(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
             import mlflow
 

@@ -194,24 +194,35 @@ def write_eval_report(report: EvalReport) -> dict[str, Path]:
 
 
 def results_markdown(report: EvalReport) -> str:
+    """One row per benchmark (avg@k with its 95% interval, pass@1, pass@k, maj@k, unjudgeable answers)."""
     runs = list(report.benchmarks.items())
     k = runs[0][1].score.k
+    columns = ["avg_at", "pass_at_1", "pass_at_k", "maj_at"] if k > 1 else ["avg_at"]
+    heads = {
+        "avg_at": f"avg@{k} (95% CI)",
+        "pass_at_1": "pass@1",
+        "pass_at_k": f"pass@{k}",
+        "maj_at": f"maj@{k}",
+    }
     lines = [
-        f"| benchmark | problems | avg@{k} (95% CI) | pass@1 | pass@{k} | maj@{k} | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| benchmark | problems | " + " | ".join(heads[c] for c in columns) + " | errors |",
+        "|---|---|" + "---|" * len(columns) + "---|",
     ]
     for name, run in runs:
         s = run.score
+        cis = {"avg_at": s.avg_at_k, "pass_at_1": s.pass_at_1, "pass_at_k": s.pass_at_k, "maj_at": s.maj_at_k}
+        cells = [f"{cis['avg_at'].value:.1%} ({cis['avg_at'].low:.1%}-{cis['avg_at'].high:.1%})"]
+        cells += [f"{cis[c].value:.1%}" for c in columns[1:]]
         errors = s.status_counts.get("error", 0) + s.status_counts.get("timeout", 0)
-        lines.append(
-            f"| {name} | {s.n_problems} | {s.avg_at_k.value:.1%} ({s.avg_at_k.low:.1%}-{s.avg_at_k.high:.1%}) "
-            f"| {s.pass_at_1.value:.1%} | {s.pass_at_k.value:.1%} | {s.maj_at_k.value:.1%} | {errors} |"
-        )
+        lines.append(f"| {name} | {s.n_problems} | " + " | ".join(cells) + f" | {errors} |")
     avg = report.average
-    lines.append(
-        f"| **average** | | {avg[f'avg_at_{k}']:.1%} | {avg['pass_at_1']:.1%} | {avg[f'pass_at_{k}']:.1%} "
-        f"| {avg[f'maj_at_{k}']:.1%} | |"
-    )
+    keys = {
+        "avg_at": f"avg_at_{k}",
+        "pass_at_1": "pass_at_1",
+        "pass_at_k": f"pass_at_{k}",
+        "maj_at": f"maj_at_{k}",
+    }
+    lines.append("| **average** | | " + " | ".join(f"{avg[keys[c]]:.1%}" for c in columns) + " | |")
     return "\n".join(lines) + "\n"
 
 
