@@ -93,3 +93,57 @@ def test_profile_cli_errors(tmp_path: Path) -> None:
     assert no_url.exit_code == 2 and "base-url" in no_url.output
     no_pool = runner.invoke(app, [*base, "--pool", str(tmp_path / "missing.jsonl")])
     assert no_pool.exit_code == 2 and "missing.jsonl" in no_pool.output
+
+
+def test_sft_evaluate_register(
+    tiny_student_dir: Path,
+    world_pool_small,
+    world_benchmarks_small,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SKILLDISTILL_CACHE", str(tmp_path / "cache"))
+    write_jsonl(tmp_path / "selected.jsonl", world_pool_small[:16])
+    for name, rows in world_benchmarks_small.items():
+        write_jsonl(tmp_path / "world" / "benchmarks" / f"{name}.jsonl", rows)
+    runner = CliRunner()
+    trained = runner.invoke(
+        app,
+        ["sft", "--model", str(tiny_student_dir), "--data", str(tmp_path / "selected.jsonl"),
+         "--out", str(tmp_path / "sft"), "--preset", "cpu-demo", "--set", "num_train_epochs=1",
+         "--set", "save_steps=100"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert "16 examples, 16 with a Skills block" in trained.output and "1 steps" in trained.output
+    lines = (tmp_path / "sft" / "train.jsonl").read_text().splitlines()
+    assert all("<think>\nSkills:\n" in json.loads(line)["messages"][-1]["content"] for line in lines)
+
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "eval"),
+         "--benchmarks", "amc23,math-l5", "--world", str(tmp_path / "world"), "--preset", "cpu-demo",
+         "--limit", "3", "--device", "cpu", "--no-mlflow"],
+    )  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "| amc23 | 3 |" in evaluated.output and "| math-l5 | 3 |" in evaluated.output
+
+    registered = runner.invoke(
+        app,
+        ["register", "--model-dir", str(tmp_path / "sft" / "model"), "--name", "cli-student",
+         "--eval-report", str(tmp_path / "eval" / "eval_report.json"), "--tag", "strategy=skill"],
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.output
+    assert "models:/cli-student/1" in registered.output and "first 'champion'" in registered.output
+    version = MlflowClient(uri).get_model_version_by_alias("cli-student", "champion")
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    assert float(version.tags["eval.average"]) == pytest.approx(report["headline"])
+    assert version.tags["strategy"] == "skill"
+
+    bad = runner.invoke(app, ["evaluate", "--model", str(tiny_student_dir), "--out", str(tmp_path / "x"),
+                              "--benchmarks", "aime2024"])  # fmt: skip
+    assert bad.exit_code == 2 and "aime2024" in bad.output

@@ -64,7 +64,10 @@ def test_evaluate_tiny_student_on_world_suites(
             assert (tmp_path / "eval" / name / "verdicts.jsonl").is_file()
         metrics = report.metrics()
         assert metrics["eval/average/avg_at_2"] == pytest.approx(
-            (report.benchmarks["amc23"].score.avg_at_k.value + report.benchmarks["math-l5"].score.avg_at_k.value)
+            (
+                report.benchmarks["amc23"].score.avg_at_k.value
+                + report.benchmarks["math-l5"].score.avg_at_k.value
+            )
             / 2
         )
         assert report.headline == metrics["eval/average/avg_at_2"]
@@ -83,6 +86,7 @@ def test_evaluate_tiny_student_on_world_suites(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("eval-runner-test")
     with mlflow.start_run() as run:
         log_eval_to_mlflow(report, paths)
     mlflow.set_tracking_uri(None)
@@ -98,7 +102,9 @@ def test_vllm_sampling_for_the_papers_evaluation() -> None:
     assert kwargs == {"n": 8, "temperature": 0.6, "top_p": 0.95, "top_k": -1, "max_tokens": 16384, "seed": 0}
 
 
-@pytest.mark.skipif(vllm_unavailable_reason() is not None, reason=f"vllm evaluation: {vllm_unavailable_reason()}")
+@pytest.mark.skipif(
+    vllm_unavailable_reason() is not None, reason=f"vllm evaluation: {vllm_unavailable_reason()}"
+)
 def test_vllm_evaluation_real_run(tiny_student_dir: Path, world_dir: Path, tmp_path: Path) -> None:
     problems, _ = load_benchmarks(["amc23"], world_dir=world_dir)
     config = EvalConfig(samples_per_problem=2, sampling={"max_new_tokens": 64}, judge_workers=0)

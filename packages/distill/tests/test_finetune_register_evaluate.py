@@ -38,7 +38,9 @@ def test_finetune_register_load_candidate_and_evaluate(
     with mlflow.start_run(run_name="train") as run:
         result = train_sft(tiny_student_dir, rows, settings, out_dir=tmp_path / "sft", progress=False)
         registered = register_checkpoint(
-            result.model_dir, "tiny-skill", tags={"skilldistill.strategy": "skill", "train_steps": result.steps}
+            result.model_dir,
+            "tiny-skill",
+            tags={"skilldistill.strategy": "skill", "train_steps": result.steps},
         )
     client = MlflowClient(store)
     assert result.steps == 2 and registered.version == "1" and registered.run_id == run.info.run_id
@@ -46,7 +48,9 @@ def test_finetune_register_load_candidate_and_evaluate(
     assert client.get_model_version("tiny-skill", "1").tags["train_steps"] == "2"
 
     suite = {"amc23": world_benchmarks_small["amc23"][:6]}
-    config = EvalConfig(samples_per_problem=1, sampling={"temperature": 0.0, "max_new_tokens": 64}, judge_workers=0)
+    config = EvalConfig(
+        samples_per_problem=1, sampling={"temperature": 0.0, "max_new_tokens": 64}, judge_workers=0
+    )
     with make_engine("hf", "models:/tiny-skill@candidate", device="cpu", batch_size=6) as engine:
         assert engine.fingerprint["mlflow_model"] == Path(resolve_model("models:/tiny-skill@candidate")).name
         report = evaluate(engine, suite, config, out_dir=tmp_path / "eval", progress=False)
@@ -66,5 +70,5 @@ def test_finetune_register_load_candidate_and_evaluate(
     second = register_checkpoint(result.model_dir, "tiny-skill", tags={"eval.average": report.headline - 0.1})
     decision = promote_if_better("tiny-skill", second.version)
     assert not decision.promoted and "does not beat" in decision.reason
-    assert client.get_model_version_by_alias("tiny-skill", "champion").version == "1"
-    assert client.get_model_version_by_alias("tiny-skill", "candidate").version == "2"
+    assert str(client.get_model_version_by_alias("tiny-skill", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny-skill", "candidate").version) == "2"

@@ -176,7 +176,7 @@ def test_promotion_moves_champion_only_to_a_strictly_better_candidate(
     v1 = _version(name, {"eval.average": 0.5}, tmp_path)
     caplog.set_level(logging.INFO, logger="distill.registry")
     first = promote_if_better(name, v1)
-    assert first.promoted and first.previous_version is None and "no 'champion' yet" in first.reason
+    assert first.promoted and first.previous_version is None and "is the first 'champion'" in first.reason
     assert f"{name} version 1: promoted to 'champion'" in caplog.text
 
     v2 = _version(name, {"eval.average": "0.6"}, tmp_path)

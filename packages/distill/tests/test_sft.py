@@ -128,6 +128,7 @@ def test_lora_merges_into_a_plain_checkpoint_and_logs_to_mlflow(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("sft-test")
     settings = SFTSettings.model_validate(
         {**FAST, "learning_rate": 1e-3, "max_length": 512, "lora": {"r": 4, "alpha": 8}, "save_steps": 100}
     )

@@ -1,4 +1,5 @@
-"""``distill`` command line: profile a student, judge answers, show the weakest skills."""
+"""``distill`` command line: profile a student, judge answers, show the weakest skills, fine-tune (skill-aware
+SFT), evaluate on benchmarks, register and promote a checkpoint."""
 
 from __future__ import annotations
 
@@ -10,8 +11,20 @@ from typing import Annotated, Any
 import typer
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="skilldistill: generation, judging, profiling"
+    add_completion=False,
+    no_args_is_help=True,
+    help="skilldistill: generation, judging, profiling, SFT, evaluation, registry",
 )
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=flag)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _engine_opts(
@@ -159,6 +172,183 @@ def weakest(
     prof = SkillProfile.load(profile_json, SkillTree.load(tree))
     rows = weakest_report(prof, k, min_attempts=min_attempts)
     typer.echo(json.dumps(rows, indent=1) if as_json else weakest_markdown(rows))
+
+
+@app.command()
+def sft(
+    model: Annotated[
+        str, typer.Option(help="student: HF id, local directory, or models:/name/version|@alias")
+    ],
+    data: Annotated[
+        Path, typer.Option(help="selected problems (JSONL with chains for skill-aware)", exists=True)
+    ],
+    out: Annotated[
+        Path, typer.Option(help="output folder (reuse it to resume); the model lands in out/model")
+    ],
+    preset: Annotated[str, typer.Option(help="SFT preset (paper, cpu-demo) or YAML file")] = "paper",
+    skill_aware: Annotated[bool, typer.Option(help="targets name their skill chains first")] = True,
+    placement: Annotated[
+        str, typer.Option(help="think (Qwen3) or before_think (the paper's code)")
+    ] = "think",
+    min_depth: Annotated[int, typer.Option(min=1, help="first tree level of each chain")] = 1,
+    max_depth: Annotated[int | None, typer.Option(min=1, help="last tree level of each chain")] = None,
+    display_names: Annotated[
+        Path | None, typer.Option(help="JSON {name: short name} for long skill names", exists=True)
+    ] = None,
+    on_empty: Annotated[str, typer.Option(help="no chain left: drop (the header) or error")] = "drop",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a setting: learning_rate=2e-5 (repeatable)")
+    ] = None,
+    mapping: str = "native",
+    mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log the run to MLflow")] = True,
+) -> None:
+    """Fine-tune a student on selected problems through TRL (skill-aware targets by default)."""
+    import yaml
+    from pydantic import ValidationError
+    from skillcore import TaggedProblem, iter_rows, write_jsonl
+    from skillcore.records import map_record
+
+    from distill.formatting import FormatConfig, check_rendered, format_examples, load_display_names
+    from distill.models import ModelRefError, resolve_model
+    from distill.sft import load_sft_settings, train_sft
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {k: yaml.safe_load(v) for k, v in _pairs(set_, "--set").items()}
+    try:
+        settings = load_sft_settings(preset, **overrides)
+        fmt = FormatConfig.model_validate(
+            {
+                "skill_aware": skill_aware,
+                "placement": placement,
+                "min_depth": min_depth,
+                "max_depth": max_depth,
+                "on_empty": on_empty,
+                "display_names": load_display_names(display_names) if display_names else {},
+            }
+        )
+    except (ValidationError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        problems = [map_record(row, mapping) for row in iter_rows(data)]
+        path = resolve_model(model)
+    except (OSError, KeyError, ValueError, ModelRefError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if skill_aware and not any(isinstance(p, TaggedProblem) and p.chains for p in problems):
+        raise typer.BadParameter(f"{data} has no skill chains: tag it first or pass --no-skill-aware")
+    rows, stats = format_examples(problems, fmt)
+    from transformers import AutoTokenizer
+
+    check_rendered(AutoTokenizer.from_pretrained(path), rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "train.jsonl", rows)
+    typer.echo(
+        f"{stats.n_examples} examples, {stats.with_skills} with a Skills block ({stats.dropped_headers} dropped)"
+    )
+    if mlflow_log:
+        import mlflow
+        from skillcore.tracking import log_dataset, stage_run
+
+        params = {
+            "model": model,
+            "preset": str(preset),
+            **settings.model_dump(exclude={"extra"}),
+            **stats.model_dump(),
+        }
+        with stage_run("train", params=params) as run:
+            log_dataset(out / "train.jsonl", name="train", context="training")
+            result = train_sft(model, rows, settings, out_dir=out)
+            mlflow.log_metrics(
+                {"train_loss": result.train_loss, "tokens_per_second": result.tokens_per_second}
+            )
+        typer.echo(f"MLflow run: {run.info.run_id}")
+    else:
+        result = train_sft(model, rows, settings, out_dir=out)
+    state = "already trained" if result.skipped else f"{result.steps} steps in {result.seconds:.0f}s"
+    typer.echo(f"{state}, train loss {result.train_loss:.4f}; model in {result.model_dir}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="HF id, local directory, or models:/name/version|@alias")],
+    out: Annotated[Path, typer.Option(help="output folder (reuse it to resume)")],
+    benchmarks: Annotated[
+        str, typer.Option(help="comma-separated: aime24, aime25, amc23, math-l5, olympiadbench, math500")
+    ] = "aime24,aime25,amc23,math-l5,olympiadbench",
+    preset: Annotated[str, typer.Option(help="evaluation preset (paper, cpu-demo) or YAML file")] = "paper",
+    source: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH: a benchmark from a local file or folder (repeatable)")
+    ] = None,
+    world: Annotated[
+        Path | None, typer.Option(help="offline world folder: its suites stand in for the benchmarks")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="first N problems of each benchmark")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="samples per problem (default: preset)")] = None,
+    engine: Annotated[str, typer.Option(help="hf | openai | vllm")] = "hf",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (engine openai)")] = None,
+    batch_size: Annotated[int, typer.Option(help="hf engine batch size")] = 16,
+    device: Annotated[str, typer.Option(help="hf engine device: auto, cpu, cuda")] = "auto",
+    concurrency: Annotated[int, typer.Option(help="openai engine concurrent requests")] = 8,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vllm engine GPUs")] = 1,
+    mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log the run to MLflow")] = True,
+) -> None:
+    """Evaluate a model on benchmark tasks: avg@k, pass@k, maj@k with 95% intervals, per-problem records."""
+    from distill.eval import load_benchmarks, load_eval_config, run_evaluation
+    from distill.eval.tasks import TaskError, UnknownTaskError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    try:
+        config = load_eval_config(
+            preset, limit=limit, **({"samples_per_problem": samples} if samples else {})
+        )
+        problems, repeats = load_benchmarks(names, world_dir=world, sources=_pairs(source, "--source"))
+    except (UnknownTaskError, TaskError, ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    report = run_evaluation(
+        model,
+        problems,
+        config,
+        out_dir=out,
+        engine=engine,
+        engine_opts=opts,
+        repeats=repeats,
+        log_mlflow=mlflow_log,
+    )
+    typer.echo((out / "results.md").read_text(encoding="utf-8"))
+    typer.echo(f"headline (avg@k averaged over benchmarks): {report.headline:.4f}; report in {out}")
+
+
+@app.command()
+def register(
+    model_dir: Annotated[
+        Path, typer.Option(help="a saved checkpoint folder (e.g. the sft out/model)", exists=True)
+    ],
+    name: Annotated[str, typer.Option(help="registered model name")],
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE version tag (repeatable)")] = None,
+    eval_report: Annotated[
+        Path | None,
+        typer.Option(help="eval_report.json: its scores become tags (eval.average, ...)", exists=True),
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="move @champion when eval.average beats the champion's")
+    ] = True,
+) -> None:
+    """Register a checkpoint as a new version (alias candidate), then promote it if it is better."""
+    from distill.registry import promote_if_better, register_checkpoint
+
+    tags: dict[str, Any] = _pairs(tag, "--tag")
+    if eval_report is not None:
+        report = json.loads(eval_report.read_text(encoding="utf-8"))
+        tags["eval.average"] = report["headline"]
+        for bench, score in report["benchmarks"].items():
+            tags[f"eval.{bench}.avg_at_{score['k']}"] = score["avg_at_k"]["value"]
+    registered = register_checkpoint(model_dir, name, tags=tags)
+    typer.echo(f"registered {registered.uri} ({registered.alias_uri})")
+    if promote:
+        if "eval.average" not in tags:
+            raise typer.BadParameter("--promote needs a score: pass --eval-report or --tag eval.average=...")
+        typer.echo(promote_if_better(name, registered.version).reason)
 
 
 if __name__ == "__main__":
