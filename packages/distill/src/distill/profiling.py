@@ -29,7 +29,9 @@ from distill.rollout import (
     Judge,
     OnMismatch,
     ResumeMismatchError,
+    accuracy,
     rollout,
+    status_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,10 @@ class ProfileResult:
 
     @property
     def accuracy(self) -> float:
-        return sum(v.correct for v in self.verdicts) / max(len(self.verdicts), 1)
+        return accuracy(self.verdicts)
 
     def status_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("correct", "wrong", "no_answer", "timeout", "error"), 0)
-        for v in self.verdicts:
-            counts[v.status] += 1
-        return counts
+        return status_counts(self.verdicts)
 
     def weakest(self, k: int = 10, *, min_attempts: int = 1) -> list[dict[str, Any]]:
         return weakest_report(self.profile, k, min_attempts=min_attempts)

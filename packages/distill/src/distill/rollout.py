@@ -63,13 +63,22 @@ class RolloutResult:
 
     @property
     def accuracy(self) -> float:
-        return sum(v.correct for v in self.verdicts) / max(len(self.verdicts), 1)
+        return accuracy(self.verdicts)
 
     def status_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("correct", "wrong", "no_answer", "timeout", "error"), 0)
-        for v in self.verdicts:
-            counts[v.status] += 1
-        return counts
+        return status_counts(self.verdicts)
+
+
+def accuracy(verdicts: Sequence[Verdict]) -> float:
+    return sum(v.correct for v in verdicts) / max(len(verdicts), 1)
+
+
+def status_counts(verdicts: Iterable[Verdict]) -> dict[str, int]:
+    """Verdicts per status, every status present (errors and timeouts stay visible at 0)."""
+    counts = dict.fromkeys(("correct", "wrong", "no_answer", "timeout", "error"), 0)
+    for v in verdicts:
+        counts[v.status] += 1
+    return counts
 
 
 def rollout(
