@@ -4,9 +4,10 @@ the teacher solution as the assistant turn, rendered by the tokenizer's Qwen3 te
 
 Fine-tuning goes through ``distill.sft`` (TRL), the project's training path. Pretraining the student from
 scratch (the bootstrap: 50K problems, 3,125 steps; the test fixture's quick student) keeps this loop
-because TRL is measurably slower on a model this small: ``benchmarks/bench_sft.py``, same data, model and
-schedule, one epoch of 1,600 problems at batch 16, side by side in one process, measured 0.67x (2 threads:
-8.1 vs 5.4 steps/s) and 0.66-0.72x (1 thread: 5.9-6.2 vs 3.9-4.5 steps/s). The difference is TRL's
+because TRL is measurably slower on a model this small: ``benchmarks/bench_sft.py`` (same data, model and
+batch, one epoch of 1,600 problems at batch 16, side by side in one process) measured TRL at 0.67-0.72x
+this loop's speed in four runs (2 threads: 4.8 vs 6.6 and 5.4 vs 8.1 steps/s; 1 thread: 3.9 vs 5.7 and
+3.9 vs 5.9 steps/s). The difference is TRL's
 chunked log-prob LM head and per-step entropy/accuracy metrics, which save memory on a 150K-token
 vocabulary and only cost time on a 1K one; the bootstrap would take about 7.5 minutes instead of 5.
 """
