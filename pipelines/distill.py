@@ -654,7 +654,7 @@ def main(
     if pool is None and student is None:  # the offline default must never reach a hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from skillcore import PRESETS
-    from skillcore.tracking import log_json, pipeline_run, resolve_tracking_uri
+    from skillcore.tracking import log_json, pipeline_run, resolve_tracking_uri, tracking_store
 
     if pool_format not in PRESETS:
         raise typer.BadParameter(f"--pool-format must be one of {', '.join(PRESETS)}")
@@ -685,7 +685,8 @@ def main(
     sources = _parse_sources(benchmark_source or [])
     ctx = Context(workdir=workdir or Path("runs") / registry_model, seed=seed)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    typer.secho(f"tracking store: {resolve_tracking_uri()}   workdir: {ctx.workdir}", fg="green")
+    resolve_tracking_uri()
+    typer.secho(f"{tracking_store().describe()}   workdir: {ctx.workdir}", fg="green")
     params = {
         "registry_model": registry_model,
         "k": k,

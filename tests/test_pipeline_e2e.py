@@ -71,7 +71,10 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
     assert client.get_model_version_by_alias("e2e-student", "champion").version == version.version
     train_run = next(r for r in children if r.info.run_name == "train:skill-skill")
     assert version.tags["skilldistill.train_run_id"] == train_run.info.run_id
-    assert version.tags["skilldistill.strategy"] == "skill" and version.tags["skilldistill.skill_aware"] == "True"
+    assert (
+        version.tags["skilldistill.strategy"] == "skill"
+        and version.tags["skilldistill.skill_aware"] == "True"
+    )
     report = json.loads((workdir / "evaluate" / "skill-skill" / "eval_report.json").read_text())
     assert float(version.tags["eval.average"]) == pytest.approx(report["headline"], abs=1e-6)
     assert set(report["benchmarks"]) == {"aime24", "aime25", "amc23", "math-l5", "olympiadbench"}
@@ -79,7 +82,9 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
     assert "train/train_loss" in train_run.data.metrics  # the trainer's logs reach the stage run
     assert (workdir / "analysis" / "skill-skill" / "skill_gains.png").stat().st_size > 5_000
     trained_text = (workdir / "train").glob("skill-skill-*/train.jsonl")
-    assert all("Skills:" in json.loads(line)["messages"][-1]["content"] for f in trained_text for line in f.open())
+    assert all(
+        "Skills:" in json.loads(line)["messages"][-1]["content"] for f in trained_text for line in f.open()
+    )
 
     # A rerun resumes: nothing regenerated, nothing re-tagged, no attempt repeated.
     tagged_before = (workdir / "tag" / "tagged.jsonl").read_text()
@@ -174,7 +179,8 @@ def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_stud
     amc = tmp_path / "amc23.jsonl"
     amc.write_text(
         "".join(
-            json.dumps({"id": i, "question": p.question, "answer": float(p.expected_answer), "url": "-"}) + "\n"
+            json.dumps({"id": i, "question": p.question, "answer": float(p.expected_answer), "url": "-"})
+            + "\n"
             for i, p in enumerate(q for q in generate_pool(40, seed=7) if q.expected_answer.isdigit())
         )
     )

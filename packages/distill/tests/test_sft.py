@@ -103,6 +103,7 @@ def test_killed_training_resumes_from_its_checkpoint(
     resumed = train_sft(tiny_student_dir, examples, settings, out_dir=out, progress=False)
     assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-2")
     assert resumed.steps == 6 and (out / "model" / "config.json").is_file()
+    assert not (out / "checkpoints").exists()  # resume points go once the model is saved
 
     straight = train_sft(tiny_student_dir, examples, settings, out_dir=tmp_path / "straight", progress=False)
     assert straight.steps == 6 and straight.resumed_from is None

@@ -27,6 +27,12 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _say_store() -> None:
+    from skillcore.tracking import tracking_store
+
+    typer.echo(tracking_store().describe(), err=True)
+
+
 def _engine_opts(
     engine: str, base_url: str | None, batch_size: int, device: str, concurrency: int, tp: int
 ) -> dict[str, Any]:
@@ -76,6 +82,8 @@ def profile(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
+    if mlflow_log:
+        _say_store()
     skill_tree = SkillTree.load(tree)
     try:
         problems = load_pool(pool, mapping=mapping, limit=limit)
@@ -210,7 +218,7 @@ def sft(
 
     from distill.formatting import FormatConfig, check_rendered, format_examples, load_display_names
     from distill.models import ModelRefError, resolve_model
-    from distill.sft import load_sft_settings, train_sft
+    from distill.sft import is_main_process, load_sft_settings, train_sft
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = {k: yaml.safe_load(v) for k, v in _pairs(set_, "--set").items()}
@@ -236,15 +244,18 @@ def sft(
     if skill_aware and not any(isinstance(p, TaggedProblem) and p.chains for p in problems):
         raise typer.BadParameter(f"{data} has no skill chains: tag it first or pass --no-skill-aware")
     rows, stats = format_examples(problems, fmt)
+    if mlflow_log and is_main_process():
+        _say_store()
     from transformers import AutoTokenizer
 
     check_rendered(AutoTokenizer.from_pretrained(path), rows)
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "train.jsonl", rows)
+    if is_main_process():
+        write_jsonl(out / "train.jsonl", rows)
     typer.echo(
         f"{stats.n_examples} examples, {stats.with_skills} with a Skills block ({stats.dropped_headers} dropped)"
     )
-    if mlflow_log:
+    if mlflow_log and is_main_process():  # one MLflow run however many ranks train
         import mlflow
         from skillcore.tracking import log_dataset, stage_run
 
@@ -263,7 +274,8 @@ def sft(
         typer.echo(f"MLflow run: {run.info.run_id}")
     else:
         result = train_sft(model, rows, settings, out_dir=out)
-    state = "already trained" if result.skipped else f"{result.steps} steps in {result.seconds:.0f}s"
+    ranks = f" on {result.world_size} processes" if result.world_size > 1 else ""
+    state = "already trained" if result.skipped else f"{result.steps} steps{ranks} in {result.seconds:.0f}s"
     typer.echo(f"{state}, train loss {result.train_loss:.4f}; model in {result.model_dir}")
 
 
@@ -337,6 +349,7 @@ def register(
     """Register a checkpoint as a new version (alias candidate), then promote it if it is better."""
     from distill.registry import promote_if_better, register_checkpoint
 
+    _say_store()
     tags: dict[str, Any] = _pairs(tag, "--tag")
     if eval_report is not None:
         report = json.loads(eval_report.read_text(encoding="utf-8"))

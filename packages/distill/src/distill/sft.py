@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +71,7 @@ class SFTSettings(BaseModel):
     logging_steps: int = Field(default=10, ge=1)
     save_steps: int = Field(default=200, ge=1, description="checkpoint every N steps (resume point)")
     save_total_limit: int = Field(default=2, ge=1)
+    keep_checkpoints: bool = Field(default=False, description="keep the resume points after a finished run")
     seed: int = 0
     lora: LoraSettings | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -78,6 +81,12 @@ class SFTSettings(BaseModel):
     @property
     def global_batch_size(self) -> int:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no launcher): the process that writes results, logs to MLflow and registers. Under
+    ``torchrun`` or ``accelerate launch`` every rank runs the same entry point."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def preset_names() -> list[str]:
@@ -115,6 +124,7 @@ class SFTResult(BaseModel):
     resumed_from: str | None = None
     skipped: bool = Field(default=False, description="the folder already held a finished model")
     device: str = "cpu"
+    world_size: int = Field(default=1, description="processes that trained (torchrun / accelerate ranks)")
 
 
 def _device(settings: SFTSettings) -> str:
@@ -207,7 +217,6 @@ def train_sft(
     out_dir: str | Path,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
-    on_done: Callable[[SFTResult], None] | None = None,
 ) -> SFTResult:
     """Fine-tune ``model`` (HF id, local directory or ``models:/`` URI) on ``examples`` (rows with a
     ``messages`` list: user prompt, assistant target) and save the result with its tokenizer and chat
@@ -237,9 +246,11 @@ def train_sft(
         result = _train(model, examples, settings, out, device=device, progress=progress, callbacks=callbacks)
     finally:
         torch.set_num_threads(threads_before)
+    if not is_main_process():
+        return result
     done_file.write_text(result.model_dump_json(indent=1), encoding="utf-8")
-    if on_done is not None:
-        on_done(result)
+    if not settings.keep_checkpoints:  # resume points (optimizer states: 3x the model) are no longer needed
+        shutil.rmtree(out / CHECKPOINTS_SUBDIR, ignore_errors=True)
     return result
 
 
@@ -313,12 +324,15 @@ def _train(
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
-    trained = trainer.model
-    if settings.lora is not None:
-        trained = trained.merge_and_unload()
     target = out / MODEL_SUBDIR
-    trained.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    if settings.lora is not None:  # a plain checkpoint: every engine loads it without peft
+        merged = trainer.model.merge_and_unload()
+        if trainer.args.should_save:
+            merged.save_pretrained(target)
+    else:
+        trainer.save_model(str(target))  # the main process only; gathers sharded (FSDP/ZeRO-3) weights
+    if trainer.args.should_save:
+        tokenizer.save_pretrained(target)
     state = trainer.state
     tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
     steps = int(state.global_step)
@@ -333,4 +347,5 @@ def _train(
         tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else 0.0,
         resumed_from=resume,
         device=device,
+        world_size=int(trainer.accelerator.num_processes),
     )

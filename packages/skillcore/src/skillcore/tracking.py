@@ -1,5 +1,10 @@
 """MLflow helpers: the one place that resolves the tracking store, opens runs, logs datasets and files.
 
+The store: ``MLFLOW_TRACKING_URI``, else a URI set in the process, else the project setting
+(``[tool.skilldistill] tracking_uri`` and ``artifact_root`` in the nearest ``pyproject.toml`` at or above the
+current folder, relative paths anchored at that file), else MLflow's default. Every command says which
+(``tracking_store().describe()``).
+
 Every stage logs through these, so runs from the CLI, the services and the pipeline look the same in the
 MLflow UI: a parent run per pipeline invocation, a nested run per stage, each dataset a stage consumes
 or produces logged with ``mlflow.log_input`` (name, digest, context).
@@ -12,7 +17,8 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +29,94 @@ from pydantic import BaseModel
 DEFAULT_EXPERIMENT = "skilldistill"
 
 
+PROJECT_FILE = "pyproject.toml"
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    """Which MLflow store this process uses, and what decided it."""
+
+    uri: str
+    source: (
+        str  # "MLFLOW_TRACKING_URI", "set in this process", "<file> [tool.skilldistill]", "MLflow default"
+    )
+    artifact_root: str | None = None  # where new experiments keep artifacts (project setting only)
+
+    def describe(self) -> str:
+        return f"tracking store: {self.uri} (from {self.source})"
+
+
+def project_settings(start: str | Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: the current folder) with a
+    ``[tool.skilldistill]`` table, and that table."""
+    import tomllib
+
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            try:
+                table = (
+                    tomllib.loads(candidate.read_text(encoding="utf-8")).get("tool", {}).get("skilldistill")
+                )
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+            if isinstance(table, dict):
+                return candidate, table
+    return None
+
+
+def _anchor(value: str, root: Path) -> str:
+    """A relative SQLite path or folder in the project file is relative to the project's folder, so every
+    command of the project opens the same store wherever it runs from."""
+    if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        return f"sqlite:///{(root / value.removeprefix('sqlite:///')).resolve()}"
+    if "://" not in value and not Path(value).is_absolute():
+        return str((root / value).resolve())
+    return value
+
+
+def tracking_store() -> TrackingStore:
+    """The one rule for the tracking store: ``MLFLOW_TRACKING_URI``; else a URI already set in this process;
+    else the project's ``[tool.skilldistill] tracking_uri`` (nearest ``pyproject.toml`` at or above the
+    current folder); else MLflow's own default (``mlflow.db`` in the current folder)."""
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return TrackingStore(env, "MLFLOW_TRACKING_URI")
+    if is_tracking_uri_set():
+        return TrackingStore(str(mlflow.get_tracking_uri()), "set in this process")
+    found = project_settings()
+    if found is not None and found[1].get("tracking_uri"):
+        path, table = found
+        root = path.parent
+        artifacts = table.get("artifact_root")
+        return TrackingStore(
+            _anchor(str(table["tracking_uri"]), root),
+            f"{path} [tool.skilldistill]",
+            _anchor(str(artifacts), root) if artifacts else None,
+        )
+    return TrackingStore(str(mlflow.get_tracking_uri()), "MLflow default: mlflow.db in the current folder")
+
+
 def resolve_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else MLflow's own default (a local SQLite store)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    return str(mlflow.get_tracking_uri())
+    """Point MLflow at ``tracking_store()`` and return its URI (what every stage calls first)."""
+    store = tracking_store()
+    mlflow.set_tracking_uri(store.uri)
+    return store.uri
+
+
+def use_experiment(name: str) -> None:
+    """``mlflow.set_experiment``, creating the experiment under the project's artifact root when the
+    project sets one (MLflow's default is ``./mlruns`` of whatever folder the command runs in)."""
+    store = tracking_store()
+    if store.artifact_root and mlflow.get_experiment_by_name(name) is None:
+        from mlflow.exceptions import MlflowException
+
+        with suppress(MlflowException):  # created concurrently
+            mlflow.create_experiment(name, artifact_location=Path(store.artifact_root).as_uri())
+    mlflow.set_experiment(name)
 
 
 @contextmanager
@@ -41,7 +129,7 @@ def pipeline_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the parent run of a pipeline invocation (or a stage run nested under an active run)."""
     resolve_tracking_uri()
-    mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+    use_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run:
         if params:

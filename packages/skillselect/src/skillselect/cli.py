@@ -86,6 +86,9 @@ def select_command(
         raise typer.Exit(code=2) from exc
     selection.save(out=out, report_dir=report_dir)
     if mlflow:
+        from skillcore.tracking import tracking_store
+
+        typer.echo(tracking_store().describe(), err=True)
         from skillselect.report import log_selection
 
         run_id = log_selection(selection, source=str(pool.resolve()))

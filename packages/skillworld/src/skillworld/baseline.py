@@ -103,9 +103,7 @@ def _run(
         all_verdicts.extend(run.rollout.verdicts)
     overall = leaf_accuracy(all_problems, all_verdicts)
     one_skill = {p.unique_id: p for p in all_problems if len(p.chains) == 1}
-    single = leaf_accuracy(
-        list(one_skill.values()), [v for v in all_verdicts if v.unique_id in one_skill]
-    )
+    single = leaf_accuracy(list(one_skill.values()), [v for v in all_verdicts if v.unique_id in one_skill])
     table = {
         "model": model,
         "engine": report.engine,  # which weights answered (an alias's resolved version)

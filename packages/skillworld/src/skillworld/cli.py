@@ -98,6 +98,10 @@ def bootstrap(
         time_budget_s=time_budget,
         threads=threads,
     )
+    if register:
+        from skillcore.tracking import tracking_store
+
+        typer.echo(tracking_store().describe(), err=True)
     result = run_bootstrap(
         out, config, register=register, registered_name=registered_name, alias=alias, force=force
     )
