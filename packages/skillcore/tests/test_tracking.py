@@ -54,3 +54,46 @@ def test_runs_inputs_and_artifacts_round_trip(tmp_path, monkeypatch):
     data = client.download_artifacts(child.info.run_id, "datasets/selected.jsonl", str(tmp_path))
     with open(data) as fh:
         assert sum(1 for _ in fh) == 5
+
+
+def test_one_rule_decides_the_tracking_store(tmp_path, monkeypatch):
+    """env > a URI set in the process > the project's [tool.skilldistill] (nearest pyproject.toml above the
+    current folder, relative paths anchored at it) > MLflow's default; every answer says where it came from."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from skillcore.tracking import tracking_store, use_experiment
+
+    project = tmp_path / "project"
+    (project / "packages" / "deep").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.skilldistill]\ntracking_uri = "sqlite:///store/mlflow.db"\n'
+        'artifact_root = "store/artifacts"\n'
+    )
+    (project / "store").mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.chdir(project / "packages" / "deep")  # a command run from a sub-folder...
+    store = tracking_store()
+    assert store.uri == f"sqlite:///{project / 'store' / 'mlflow.db'}"  # ...opens the project's store
+    assert store.source == f"{project / 'pyproject.toml'} [tool.skilldistill]"
+    assert store.artifact_root == str(project / "store" / "artifacts")
+    assert resolve_tracking_uri() == store.uri and tracking_store() == store
+    assert "from " + str(project / "pyproject.toml") in tracking_store().describe()
+    use_experiment("anchored")
+    experiment = mlflow.get_experiment_by_name("anchored")
+    assert experiment.artifact_location == (project / "store" / "artifacts").as_uri()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert (
+        tracking_store().source == "MLFLOW_TRACKING_URI" and tracking_store().uri == "http://127.0.0.1:5999"
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/other.db")  # a caller's own choice wins over the project
+    assert tracking_store().uri == f"sqlite:///{tmp_path}/other.db"
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
+    assert tracking_store().source.startswith("MLflow default")
+    mlflow.set_tracking_uri(None)

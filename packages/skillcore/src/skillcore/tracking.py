@@ -83,10 +83,14 @@ def tracking_store() -> TrackingStore:
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
+    current = str(mlflow.get_tracking_uri()) if is_tracking_uri_set() else None
+    # what resolve_tracking_uri chose (mlflow.set_tracking_uri also exports it as MLFLOW_TRACKING_URI)
+    if _resolved is not None and current == _resolved.uri and env in (None, "", _resolved.uri):
+        return _resolved
     if env:
         return TrackingStore(env, "MLFLOW_TRACKING_URI")
-    if is_tracking_uri_set():
-        return TrackingStore(str(mlflow.get_tracking_uri()), "set in this process")
+    if current is not None:
+        return TrackingStore(current, "set in this process")
     found = project_settings()
     if found is not None and found[1].get("tracking_uri"):
         path, table = found
@@ -100,10 +104,15 @@ def tracking_store() -> TrackingStore:
     return TrackingStore(str(mlflow.get_tracking_uri()), "MLflow default: mlflow.db in the current folder")
 
 
+_resolved: TrackingStore | None = None
+
+
 def resolve_tracking_uri() -> str:
     """Point MLflow at ``tracking_store()`` and return its URI (what every stage calls first)."""
+    global _resolved
     store = tracking_store()
     mlflow.set_tracking_uri(store.uri)
+    _resolved = store
     return store.uri
 
 
