@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -651,6 +652,8 @@ def main(
 ) -> None:
     """Run every stage that exists, end to end, under one MLflow parent run."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C: open MLflow runs end as KILLED, finished work stays for the next call
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if pool is None and student is None:  # the offline default must never reach a hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from skillcore import PRESETS

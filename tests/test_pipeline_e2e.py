@@ -210,3 +210,48 @@ def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_stud
         f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
     )  # fmt: skip
     assert bad.returncode == 2 and "--pool-format must be one of" in bad.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, tiny_student_dir):
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    workdir = tmp_path / "run"
+    args = [
+        "--registry-model", "stopped", "--workdir", str(workdir), "--student", str(tiny_student_dir),
+        "--pool-size", "200", "--suite-size", "3", "--profile-limit", "192", "--k", "8",
+        "--max-new-tokens", "96", "--batch-size", "16", "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    attempts = workdir / "profile" / "attempts.jsonl"
+    deadline = time.monotonic() + 600
+    while not (attempts.exists() and attempts.stat().st_size > 0) and proc.poll() is None:
+        assert time.monotonic() < deadline, "profiling never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # mid-profiling: the first chunk is saved, the rest is not
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("skilldistill").experiment_id])
+    status = {r.info.run_name: r.info.status for r in runs}
+    assert status["distill:stopped"] == "KILLED" and status["tag"] == "FINISHED"
+    assert "RUNNING" not in status.values()
+    experiment = client.get_experiment_by_name("skilldistill")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    saved = sum(1 for _ in read_jsonl(attempts))
+    assert 0 < saved < 192
+
+    again = run_pipeline(args, uri, tmp_path)  # resumes: the saved answers are kept
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sum(1 for _ in read_jsonl(attempts)) == 192
+    assert "resuming" in again.stderr and f"{saved} of 192 problems already answered" in again.stderr

@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 DEFAULT_EXPERIMENT = "skilldistill"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 PROJECT_FILE = "pyproject.toml"
@@ -125,7 +126,9 @@ def use_experiment(name: str) -> None:
 
         with suppress(MlflowException):  # created concurrently
             mlflow.create_experiment(name, artifact_location=Path(store.artifact_root).as_uri())
-    mlflow.set_experiment(name)
+    experiment = mlflow.set_experiment(name)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # the UI's model-training view, not the GenAI overview
+        mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, "custom_model_development")
 
 
 @contextmanager
@@ -140,7 +143,7 @@ def pipeline_run(
     resolve_tracking_uri()
     use_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run:
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run, _killed_on_stop():
         if params:
             mlflow.log_params(_flat_params(params))
         yield run
@@ -161,10 +164,21 @@ def stage_run(
         with pipeline_run(run_name or stage, experiment=experiment, tags=tags, params=params) as run:
             yield run
         return
-    with mlflow.start_run(run_name=run_name or stage, nested=True, tags=tags) as run:
+    with mlflow.start_run(run_name=run_name or stage, nested=True, tags=tags) as run, _killed_on_stop():
         if params:
             mlflow.log_params(_flat_params(params))
         yield run
+
+
+@contextmanager
+def _killed_on_stop() -> Iterator[None]:
+    """End the active run as KILLED when the work is stopped (Ctrl-C, or SIGTERM turned into SystemExit),
+    so it does not stay RUNNING forever; MLflow itself would mark it FAILED."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        mlflow.end_run("KILLED")
+        raise
 
 
 def _flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
