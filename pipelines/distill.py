@@ -520,6 +520,31 @@ def stage_register(
 PAPER_BENCHMARKS = ("aime24", "aime25", "amc23", "math-l5", "olympiadbench")
 
 
+def _check_student(student: str) -> None:
+    """A bad model reference fails before any stage runs: a local path that is no model, an MLflow URI that
+    resolves to nothing, a Hugging Face id that cannot be fetched (offline, or unknown)."""
+    from distill.models import ModelRefError, is_mlflow_uri, resolve_model
+
+    try:
+        path = resolve_model(student)
+    except ModelRefError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--student") from exc
+    if is_mlflow_uri(student) or Path(path).is_dir():
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)  # a few KB: proves the hub id is reachable (or cached) and a model
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1: only cached models load)" if offline else ""
+        raise typer.BadParameter(
+            f"cannot load the model {student!r} from the Hugging Face Hub{hint}: {str(exc).splitlines()[0]}; "
+            "pass a local directory or a models:/ URI, or run where the Hub is reachable",
+            param_hint="--student",
+        ) from exc
+
+
 def _parse_sources(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -666,7 +691,21 @@ def main(
     if tree is not None:
         from skillcore import SkillTree
 
-        SkillTree.load(tree)  # fail early, before any run is opened, on a bad tree
+        try:
+            SkillTree.load(tree)  # fail early, before any run is opened, on a bad tree
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tree") from exc
+    if student is not None:
+        _check_student(student)
+    if engine == "vllm":
+        from distill.engines.vllm_engine import vllm_unavailable_reason
+
+        reason = vllm_unavailable_reason()
+        if reason is not None:
+            raise typer.BadParameter(
+                f"{reason}; run with --engine hf (transformers) or --engine openai --engine-url <vllm serve URL>",
+                param_hint="--engine",
+            )
     from distill.eval import TASKS, load_eval_config
     from distill.formatting import FormatConfig
     from distill.sft import load_sft_settings

@@ -255,3 +255,23 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
     assert again.returncode == 0, again.stderr[-3000:]
     assert sum(1 for _ in read_jsonl(attempts)) == 192
     assert "resuming" in again.stderr and f"{saved} of 192 problems already answered" in again.stderr
+
+
+def test_bad_inputs_fail_before_any_stage_runs(tmp_path):
+    """A bad model, tree or engine ends in one clear message (exit 2), before a run or a stage starts."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    base = ["--registry-model", "x", "--workdir", str(tmp_path / "w")]
+    cases = [
+        (["--student", str(tmp_path / "no-such-model")], "Invalid value for --student"),
+        (["--student", "nobody/no-such-model-anywhere"], "cannot load the model"),
+        (["--pool", str(tmp_path / "p.jsonl"), "--tree", str(tmp_path / "missing.json")], "--tree"),
+    ]
+    from distill.engines.vllm_engine import vllm_unavailable_reason
+
+    if vllm_unavailable_reason() is not None:  # on a GPU machine with vllm the engine is fine
+        cases.append((["--engine", "vllm"], "--engine hf"))
+    for extra, message in cases:
+        result = run_pipeline([*base, *extra], uri, tmp_path)
+        assert result.returncode == 2, (extra, result.stderr[-2000:])
+        assert message in " ".join(result.stderr.split()), (extra, result.stderr[-2000:])
+    assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow.db").exists()
