@@ -147,3 +147,34 @@ def test_sft_evaluate_register(
     bad = runner.invoke(app, ["evaluate", "--model", str(tiny_student_dir), "--out", str(tmp_path / "x"),
                               "--benchmarks", "aime2024"])  # fmt: skip
     assert bad.exit_code == 2 and "aime2024" in bad.output
+
+
+def test_sharded_evaluation_merges_into_one_report(
+    tiny_student_dir: Path, world_benchmarks_small, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Shards (one per GPU on a real machine) answer disjoint problems into one folder; the unsharded call
+    then generates nothing and scores every problem; a shard that does not exist is refused."""
+    from distill.rollout import shard_of
+
+    for name, rows in world_benchmarks_small.items():
+        write_jsonl(tmp_path / "world" / "benchmarks" / f"{name}.jsonl", rows)
+    runner = CliRunner()
+    base = ["evaluate", "--model", str(tiny_student_dir), "--out", str(tmp_path / "eval"), "--benchmarks",
+            "amc23", "--world", str(tmp_path / "world"), "--preset", "cpu-demo", "--limit", "8",
+            "--device", "cpu", "--no-mlflow"]  # fmt: skip
+    ids = [p.unique_id for p in world_benchmarks_small["amc23"][:8]]
+    for index in (0, 1):
+        result = runner.invoke(app, [*base, "--shard", f"{index}/2"])
+        assert result.exit_code == 0, result.output
+        shard_rows = list(read_jsonl(tmp_path / "eval" / "amc23" / f"attempts.shard-{index}-of-2.jsonl"))
+        assert sorted(r["unique_id"] for r in shard_rows) == sorted(i for i in ids if shard_of(i, 2) == index)
+    assert not (tmp_path / "eval" / "amc23" / "attempts.jsonl").exists()
+    merged = runner.invoke(app, base)
+    assert merged.exit_code == 0, merged.output
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    assert report["benchmarks"]["amc23"]["n_problems"] == 8
+    assert sum(report["benchmarks"]["amc23"]["status_counts"].values()) == 8
+    merged_file = tmp_path / "eval" / "amc23" / "attempts.jsonl"
+    assert not merged_file.exists() or merged_file.read_text() == ""  # nothing was left to generate
+    bad = runner.invoke(app, [*base, "--shard", "2/2"])
+    assert bad.exit_code == 2 and "0 <= I < N" in bad.output

@@ -27,6 +27,19 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` (shard I of N, from 0)."""
+    if value is None:
+        return None
+    index, sep, count = value.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise typer.BadParameter(f"expected I/N with 0 <= I < N, got {value!r}", param_hint="--shard")
+    return int(index), int(count)
+
+
+SHARD_HELP = "answer only shard I of N (e.g. 0/8, one per GPU) into the same --out; rerun without it to merge"
+
+
 def _say_store() -> None:
     from skillcore.tracking import tracking_store
 
@@ -73,6 +86,7 @@ def profile(
     restart: Annotated[
         bool, typer.Option(help="discard answers in --out that another model or sampling setup wrote")
     ] = False,
+    shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
 ) -> None:
     """Run a student on a tagged pool, judge its answers and build the per-skill profile."""
     from skillcore import SkillTree
@@ -110,8 +124,9 @@ def profile(
             engine=engine,
             engine_opts=opts,
             config=config,
-            log_mlflow=mlflow_log,
+            log_mlflow=mlflow_log and shard is None,  # the merged profile is the one worth a run
             on_mismatch="restart" if restart else "error",
+            shard=_shard(shard),
         )
     except ResumeMismatchError as exc:
         raise typer.BadParameter(f"{exc} (pass --restart to start over)", param_hint="--out") from exc
@@ -302,10 +317,15 @@ def evaluate(
     concurrency: Annotated[int, typer.Option(help="openai engine concurrent requests")] = 8,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm engine GPUs")] = 1,
     mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log the run to MLflow")] = True,
+    shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
+    restart: Annotated[
+        bool, typer.Option(help="discard answers in --out that another model or sampling setup wrote")
+    ] = False,
 ) -> None:
     """Evaluate a model on benchmark tasks: avg@k, pass@k, maj@k with 95% intervals, per-problem records."""
     from distill.eval import load_benchmarks, load_eval_config, run_evaluation
     from distill.eval.tasks import TaskError, UnknownTaskError
+    from distill.rollout import ResumeMismatchError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
@@ -317,16 +337,21 @@ def evaluate(
         problems, repeats = load_benchmarks(names, world_dir=world, sources=_pairs(source, "--source"))
     except (UnknownTaskError, TaskError, ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    report = run_evaluation(
-        model,
-        problems,
-        config,
-        out_dir=out,
-        engine=engine,
-        engine_opts=opts,
-        repeats=repeats,
-        log_mlflow=mlflow_log,
-    )
+    try:
+        report = run_evaluation(
+            model,
+            problems,
+            config,
+            out_dir=out,
+            engine=engine,
+            engine_opts=opts,
+            repeats=repeats,
+            log_mlflow=mlflow_log and shard is None,  # the merged evaluation is the one worth a run
+            on_mismatch="restart" if restart else "error",
+            shard=_shard(shard),
+        )
+    except ResumeMismatchError as exc:
+        raise typer.BadParameter(f"{exc} (pass --restart to start over)", param_hint="--out") from exc
     typer.echo((out / "results.md").read_text(encoding="utf-8"))
     typer.echo(f"headline (avg@k averaged over benchmarks): {report.headline:.4f}; report in {out}")
 

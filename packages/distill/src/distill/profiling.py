@@ -106,12 +106,14 @@ def profile_student(
     progress: bool = True,
     on_chunk: Callable[[int, int], None] | None = None,
     on_mismatch: OnMismatch = "error",
+    shard: tuple[int, int] | None = None,
 ) -> ProfileResult:
     """The shared rollout (generate and judge, resumable through ``out_dir``), then the per-skill profile.
 
     ``on_chunk(done_problems, total_problems)`` is called after each saved chunk (service progress).
     ``on_mismatch``: what to do when ``out_dir`` holds answers from another model or sampling setup,
-    raise ``ResumeMismatchError`` or discard them and start over.
+    raise ``ResumeMismatchError`` or discard them and start over. ``shard=(i, n)``: only shard ``i`` of
+    ``n`` (see ``distill.rollout.rollout``); the profile then covers that shard alone.
     """
     config = config or ProfileConfig()
     out = Path(out_dir)
@@ -129,7 +131,10 @@ def profile_student(
         desc="profiling",
         on_chunk=on_chunk,
         on_mismatch=on_mismatch,
+        shard=shard,
     )
+    answered = {v.unique_id for v in done.verdicts}
+    problems = [p for p in problems if p.unique_id in answered] if shard is not None else problems
     profile = SkillProfile.from_records(tree, problems, done.verdicts, unknown="skip")
     profile.save(out / PROFILE_FILE)
     return ProfileResult(profile, done.attempts, done.verdicts, out, done.generated, done.resumed)
@@ -286,6 +291,7 @@ def run_profile(
     log_mlflow: bool = True,
     progress: bool = True,
     on_mismatch: OnMismatch = "error",
+    shard: tuple[int, int] | None = None,
 ) -> tuple[ProfileResult, dict[str, Path], str | None]:
     """The whole profiling stage in-process: build the engine, profile, write reports, log to MLflow.
 
@@ -306,6 +312,7 @@ def run_profile(
             config=config,
             progress=progress,
             on_mismatch=on_mismatch,
+            shard=shard,
         )
     paths = write_reports(result, config)
     run_id = None

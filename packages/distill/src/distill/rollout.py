@@ -11,6 +11,7 @@ retrained student behind the same alias) are never mixed into new results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -95,8 +96,13 @@ def rollout(
     desc: str = "rollout",
     on_chunk: Callable[[int, int], None] | None = None,
     on_mismatch: OnMismatch = "error",
+    shard: tuple[int, int] | None = None,
 ) -> RolloutResult:
     """Answer every problem ``sampling.n`` times and judge each answer; resumable through ``out_dir``.
+
+    ``shard=(i, n)`` answers only the problems of shard ``i`` of ``n`` (a stable hash of ``unique_id``)
+    into its own ``attempts.shard-i-of-n.jsonl``: run the ``n`` shards side by side (one per GPU) on the
+    same folder, then an unsharded call finds every answer saved and only aggregates.
 
     ``judge`` defaults to a ``MathJudge`` owned (and closed) by this call. ``on_chunk(done, total)`` is
     called after each saved chunk (service progress). ``on_mismatch``: what to do when ``out_dir`` holds
@@ -110,12 +116,22 @@ def rollout(
     ids = [p.unique_id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("problems must have distinct unique_id values")
+    attempts_file, verdicts_file = ATTEMPTS_FILE, VERDICTS_FILE
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard index must be in 0..{count - 1}, got {index}")
+        problems = [p for p in problems if shard_of(p.unique_id, count) == index]
+        suffix = f".shard-{index}-of-{count}.jsonl"
+        attempts_file, verdicts_file = (
+            name.replace(".jsonl", suffix) for name in (ATTEMPTS_FILE, VERDICTS_FILE)
+        )
 
     claim_out_dir(
         out, {"engine": engine.fingerprint, "sampling": sampling.model_dump(mode="json")}, on_mismatch
     )
-    attempts = _load_done(out / ATTEMPTS_FILE, Attempt)
-    verdicts = _load_done(out / VERDICTS_FILE, Verdict)
+    attempts = _load_done(out, ATTEMPTS_FILE, Attempt)
+    verdicts = _load_done(out, VERDICTS_FILE, Verdict)
     complete = {p.unique_id for p in problems if all((p.unique_id, s) in attempts for s in range(k))}
     todo = [p for p in problems if p.unique_id not in complete]
     resumed = len(problems) - len(todo)
@@ -128,7 +144,7 @@ def rollout(
     )
     by_id = {p.unique_id: p for p in problems}
     try:
-        with JsonlAppender(out / ATTEMPTS_FILE) as att_log, JsonlAppender(out / VERDICTS_FILE) as ver_log:
+        with JsonlAppender(out / attempts_file) as att_log, JsonlAppender(out / verdicts_file) as ver_log:
             # verdicts missing for saved attempts (a job killed between saving attempts and verdicts)
             missing = [a for key, a in attempts.items() if key not in verdicts and key[0] in by_id]
             if missing:
@@ -196,9 +212,22 @@ def judge_attempts(judge: Judge, attempts: Iterable[Attempt], by_id: dict[str, P
     return judge.judge(items)
 
 
-def _load_done(path: Path, model: type[BaseModel]) -> dict[tuple[str, int], Any]:
+def shard_of(unique_id: str, count: int) -> int:
+    """The shard of a problem: a stable hash of its id (the same in every process and run)."""
+    return int(hashlib.sha1(unique_id.encode("utf-8")).hexdigest()[:8], 16) % count
+
+
+def _saved_files(out: Path, name: str) -> list[Path]:
+    """``attempts.jsonl`` and the shards' ``attempts.shard-*.jsonl`` (or the same for verdicts)."""
+    stem = name.removesuffix(".jsonl")
+    return sorted(
+        p for p in out.glob(f"{stem}*.jsonl") if p.name == name or p.name.startswith(f"{stem}.shard-")
+    )
+
+
+def _load_done(out: Path, name: str, model: type[BaseModel]) -> dict[tuple[str, int], Any]:
     done: dict[tuple[str, int], Any] = {}
-    if path.exists():
+    for path in _saved_files(out, name):
         for row in read_jsonl(path, skip_bad=True):
             record = model.model_validate(row)
             done.setdefault((row["unique_id"], row.get("sample_index", 0)), record)
@@ -209,7 +238,8 @@ def claim_out_dir(out: Path, state: dict[str, Any], on_mismatch: OnMismatch) -> 
     """Keep saved answers only when ``rollout_run.json`` says the same model and sampling wrote them."""
     state = json.loads(json.dumps(state))  # compare as it reads back
     run_file = out / RUN_FILE
-    if (out / ATTEMPTS_FILE).exists() or (out / VERDICTS_FILE).exists():
+    saved = _saved_files(out, ATTEMPTS_FILE) + _saved_files(out, VERDICTS_FILE)
+    if saved:
         previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
         if previous != state:
             why = (
@@ -222,8 +252,8 @@ def claim_out_dir(out: Path, state: dict[str, Any], on_mismatch: OnMismatch) -> 
                     f"{out} holds answers from another run ({why}); use another output folder or restart it"
                 )
             log.warning("%s: discarding saved answers from another run (%s)", out, why)
-            for name in (ATTEMPTS_FILE, VERDICTS_FILE):
-                (out / name).unlink(missing_ok=True)
+            for path in saved:
+                path.unlink(missing_ok=True)
     atomic_write_text(run_file, json.dumps(state, indent=1))
 
 

@@ -134,10 +134,13 @@ def evaluate(
     judge: Judge | None = None,
     progress: bool = True,
     on_mismatch: OnMismatch = "error",
+    shard: tuple[int, int] | None = None,
 ) -> EvalReport:
     """Answer and score every benchmark (``repeats``: a benchmark's default samples per problem, used
-    when ``config.samples_per_problem`` is None)."""
+    when ``config.samples_per_problem`` is None). ``shard=(i, n)`` answers and scores shard ``i`` of ``n``
+    of each benchmark (``distill.rollout``); an unsharded call on the same folder then scores them all."""
     from distill.judge import MathJudge
+    from distill.rollout import shard_of
 
     if not benchmarks:
         raise ValueError("no benchmarks to evaluate")
@@ -152,6 +155,8 @@ def evaluate(
     try:
         for name, problems in benchmarks.items():
             chosen = list(problems)[: config.limit] if config.limit else list(problems)
+            if shard is not None:
+                chosen = [p for p in chosen if shard_of(p.unique_id, shard[1]) == shard[0]]
             if not chosen:
                 raise ValueError(f"benchmark {name!r} has no problems")
             n = config.samples_per_problem or (repeats or {}).get(name, 1)
@@ -166,6 +171,7 @@ def evaluate(
                 progress=progress,
                 desc=f"eval {name}",
                 on_mismatch=on_mismatch,
+                shard=shard,
             )
             score = score_benchmark(
                 chosen, done.verdicts, n_resamples=config.n_resamples, seed=config.seed, name=name
@@ -252,6 +258,7 @@ def run_evaluation(
     log_mlflow: bool = True,
     progress: bool = True,
     on_mismatch: OnMismatch = "restart",
+    shard: tuple[int, int] | None = None,
 ) -> EvalReport:
     """The evaluation stage in-process: build the engine, evaluate, write reports, log to the active run
     (a standalone ``evaluate`` run when none is active)."""
@@ -266,6 +273,7 @@ def run_evaluation(
             repeats=repeats,
             progress=progress,
             on_mismatch=on_mismatch,
+            shard=shard,
         )
     paths = write_eval_report(report)
     if log_mlflow:
