@@ -138,6 +138,9 @@ def tag(
     stats_path = Path(str(output) + ".stats.json")
     stats_path.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
     if mlflow:
+        from skillcore.tracking import tracking_store
+
+        typer.echo(tracking_store().describe(), err=True)
         _log_mlflow(source, output, stats, describe)
     summary = {k: v for k, v in stats.items() if k != "coverage"}
     typer.echo(json.dumps(summary))
