@@ -7,7 +7,7 @@ DISTS := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.
 STAMP := $(VENV)/.installed
 DEMO_MODEL ?= qwen3-tiny-skilldistill-demo
 
-.PHONY: install test demo lint typecheck bench protos gpu-install clean
+.PHONY: install test demo lint typecheck bench bench-quick bench-table protos gpu-install clean
 
 $(STAMP): constraints.txt pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,33 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy packages/*/src services/*/src && $(VENV)/bin/mypy pipelines/distill.py
 
+# Benchmarks (pytest-benchmark, benchmarks/bench_*.py; not collected by `make test`). Each run is saved
+# under $(BENCH_STORAGE)/{full,quick} with the machine info, and compared with the last saved run of the
+# same set: the comparison table is printed and the run fails when a benchmark's best round is slower than
+# BENCH_FAIL allows (a loose default: the 2-core dev machine is shared; use e.g. min:20% on a quiet one).
+# `make bench-table` rewrites the README's table from the last full run.
+BENCH_STORAGE ?= .benchmarks
+BENCH_FAIL ?= min:50%
+BENCH_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+BENCH_PYTEST := $(BENCH_ENV) $(PY) -m pytest benchmarks -o python_files='bench_*.py' -p no:cacheprovider \
+	--benchmark-enable --benchmark-autosave --benchmark-columns=min,median,max,rounds --benchmark-sort=fullname
+define bench_run
+	@set -e; store="$(BENCH_STORAGE)/$(1)"; compare=""; \
+	if ls "$$store"/*/*.json >/dev/null 2>&1; then \
+		compare="--benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL)"; \
+	else echo "(no saved $(1) run in $$store yet: this run is saved, the next one is compared with it)"; fi; \
+	echo "$(BENCH_PYTEST) -m '$(2)' --benchmark-storage=file://$$store $$compare"; \
+	$(BENCH_PYTEST) -m '$(2)' --benchmark-storage="file://$$store" $$compare
+endef
+
 bench: $(STAMP)
-	set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+	$(call bench_run,full,not quick_only)
+
+bench-quick: $(STAMP)
+	$(call bench_run,quick,quick and not large)
+
+bench-table: $(STAMP)
+	$(PY) benchmarks/render_table.py --storage $(BENCH_STORAGE)/full --readme README.md
 
 protos: $(STAMP)
 	$(PY) -m skilltagger.protos_gen

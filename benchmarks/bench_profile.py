@@ -1,39 +1,53 @@
-"""SkillProfile aggregation speed: 100K problems, 1-3 chains each, on a ~3,000-leaf tree.
+"""SkillProfile aggregation speed: 100K problems, 1-3 chains each (about 200K chains), a 3,000-leaf tree of
+depth 12 (EvalTree-sized); and the 90% credible intervals of every node.
 
-Run: .venv/bin/python benchmarks/bench_profile.py  (prints the figures recorded in the README)
+    .venv/bin/pytest benchmarks/bench_profile.py --benchmark-enable        # or: make bench / make bench-quick
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from typing import Any
 
 import numpy as np
+import pytest
 from skillcore.profile import SkillProfile
 from skillcore.synthetic import random_chains, random_tree
 
 
-def main(n_problems: int = 100_000, n_leaves: int = 3_000, repeats: int = 3) -> None:
+@pytest.mark.quick
+def test_profile_from_arrays(bench: Any, benchmark: Any) -> None:
+    n_problems, n_leaves = 100_000, 3_000
     tree = random_tree(n_leaves, max_depth=12, seed=0)
     chains = random_chains(tree, n_problems, seed=0)
     rng = np.random.default_rng(0)
     attempts = rng.integers(1, 5, size=n_problems)
     correct = rng.binomial(attempts, 0.55)
     stats = tree.depth_stats()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        profile = SkillProfile.from_arrays(tree, chains, attempts, correct)
-        times.append(time.perf_counter() - start)
+    bench.conditions(threads=None)
+    profile = benchmark.pedantic(
+        lambda: SkillProfile.from_arrays(tree, chains, attempts, correct), rounds=5, warmup_rounds=1
+    )
     start = time.perf_counter()
     profile.credible_interval()
-    ci_time = time.perf_counter() - start
-    print(
-        f"SkillProfile.from_arrays: {n_problems:,} problems, {sum(map(len, chains)):,} chains, "
-        f"{stats.n_leaves:,} leaves ({stats.n_nodes:,} nodes, max depth {stats.max_depth}): "
-        f"best {min(times):.3f} s, median {sorted(times)[len(times) // 2]:.3f} s; "
-        f"90% credible intervals for all nodes {ci_time:.3f} s"
+    ci_s = time.perf_counter() - start
+    n_chains = sum(map(len, chains))
+    bench.info.update(
+        n_problems=n_problems,
+        n_chains=n_chains,
+        n_leaves=stats.n_leaves,
+        n_nodes=stats.n_nodes,
+        max_depth=stats.max_depth,
+        credible_interval_s=round(ci_s, 4),
+    )
+    bench.figure(
+        f"`SkillProfile` aggregation, {n_problems // 1000}K problems ({n_chains / 1000:.0f}K chains), "
+        f"{stats.n_leaves:,} leaves, depth {stats.max_depth} (then 90% credible intervals of all nodes)",
+        f"{bench.best():.2f} s ({ci_s:.3f} s)",
+        order=100,
     )
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(pytest.main([__file__, "--benchmark-enable", *sys.argv[1:]]))

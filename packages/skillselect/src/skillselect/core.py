@@ -32,6 +32,15 @@ class SelectionError(ValueError):
     """The selection cannot be made as asked (K too large, missing verdicts, unknown skills...)."""
 
 
+# How chains are resolved to tree nodes and aggregated into the leaf matrix and the profile:
+# "vectorised" (default) looks up each distinct chain of the pool once (``Pool.chain_codes``, built with the
+# pool), gathers the nodes of all occurrences with NumPy and aggregates with sparse products; "loop" is the
+# original per-chain Python loop followed by ``SkillProfile.from_arrays`` (a second per-chain loop). Both
+# give the same context, hence the same selection; "loop" is kept as the reference for the equivalence
+# tests (tests/test_prepare.py) and the before/after benchmark (benchmarks/bench_select.py).
+PrepareMethod = Literal["vectorised", "loop"]
+
+
 class SelectConfig(BaseModel):
     """Everything that determines a selection; with the same pool, tree and verdicts, the same output."""
 
@@ -326,9 +335,20 @@ def _as_float(value: Any) -> float:
 
 # ------------------------------------------------------------------------------ context
 def build_context(
-    pool: Pool, tree: SkillTree, config: SelectConfig, profile: SkillProfile | None = None
+    pool: Pool,
+    tree: SkillTree,
+    config: SelectConfig,
+    profile: SkillProfile | None = None,
+    *,
+    prepare: PrepareMethod = "vectorised",
 ) -> SelectionContext:
-    """Resolve the leaf universe, map chains to leaves, and get per-leaf accuracy and weights."""
+    """Resolve the leaf universe, map chains to leaves, and get per-leaf accuracy and weights.
+
+    ``prepare`` picks the implementation of the chain resolution and aggregation (see
+    :data:`PrepareMethod`); the result is the same either way.
+    """
+    if prepare not in ("vectorised", "loop"):
+        raise ValueError(f"prepare must be 'vectorised' or 'loop', got {prepare!r}")
     stats: dict[str, int] = {}
     used_tree = tree.truncate(config.max_depth) if config.max_depth is not None else tree
     prefixes = _skill_prefixes(tree, config)
@@ -342,7 +362,11 @@ def build_context(
     )
     column = np.full(len(used_tree.nodes), -1, dtype=np.int64)
     column[leaf_nodes] = np.arange(leaf_nodes.size)
-    matrix, unknown, non_leaf = _leaf_matrix(pool, used_tree, column)
+    resolved = _resolve_chains(pool, used_tree) if prepare == "vectorised" else None
+    if resolved is not None:
+        matrix, unknown, non_leaf = resolved.leaf_matrix(pool.n, used_tree, column)
+    else:
+        matrix, unknown, non_leaf = _leaf_matrix(pool, used_tree, column)
     stats["n_unknown_chains"], stats["n_non_leaf_chains"] = len(unknown), non_leaf
     if unknown and config.unknown_chains == "error":
         raise SelectionError(
@@ -365,23 +389,33 @@ def build_context(
         if config.prior is not None:
             profile = dataclasses.replace(profile, prior=config.prior)
     elif pool.attempts is not None and pool.correct is not None:
-        judged = np.flatnonzero((pool.attempts > 0) & ~np.isin(np.arange(pool.n), hit))
-        profile = SkillProfile.from_arrays(
-            used_tree,
-            [pool.chains[i] for i in judged.tolist()],
-            pool.attempts[judged],
-            pool.correct[judged],
-            unknown="skip",
-            prior=config.prior or (1.0, 1.0),
-        )
+        judged_mask = pool.attempts > 0
+        judged_mask[hit] = False
+        if resolved is not None:
+            profile = resolved.profile(
+                used_tree, judged_mask, pool.attempts, pool.correct, prior=config.prior or (1.0, 1.0)
+            )
+        else:
+            judged = np.flatnonzero(judged_mask)
+            profile = SkillProfile.from_arrays(
+                used_tree,
+                [pool.chains[i] for i in judged.tolist()],
+                pool.attempts[judged],
+                pool.correct[judged],
+                unknown="skip",
+                prior=config.prior or (1.0, 1.0),
+            )
 
     n_leaves = leaf_nodes.size
     problems, attempts, correct = (np.zeros(n_leaves, dtype=np.int64) for _ in range(3))
     accuracy = np.full(n_leaves, np.nan)
     posterior = np.full(n_leaves, np.nan)
     if profile is not None:
-        node_of = [profile.tree.find(used_tree.nodes[i].path) for i in leaf_nodes.tolist()]
-        idx = np.array([-1 if nd is None else nd.index for nd in node_of], dtype=np.int64)
+        if profile.tree is used_tree and resolved is not None:
+            idx = leaf_nodes  # the profile was built here, on this tree: a leaf is its own node
+        else:
+            node_of = [profile.tree.find(used_tree.nodes[i].path) for i in leaf_nodes.tolist()]
+            idx = np.array([-1 if nd is None else nd.index for nd in node_of], dtype=np.int64)
         found = idx >= 0
         problems[found] = profile.problems[idx[found]]
         attempts[found] = profile.attempts[idx[found]]
@@ -433,7 +467,96 @@ def _skill_prefixes(tree: SkillTree, config: SelectConfig) -> list[tuple[str, ..
     return prefixes
 
 
+@dataclass
+class _ResolvedChains:
+    """Every chain of a pool resolved once to a node of the (possibly cut) tree, in pool order."""
+
+    problem: np.ndarray  # per resolved chain: its pool row (non-decreasing)
+    node: np.ndarray  # per resolved chain: the node index it names (> 0), at its prefix in a cut tree
+    unknown: list[str]  # chains that name no node below the root, formatted, in pool order
+    unknown_problem: np.ndarray  # the pool row of each unknown chain
+
+    def leaf_matrix(
+        self, n_rows: int, tree: SkillTree, column: np.ndarray
+    ) -> tuple[sp.csr_matrix, list[str], int]:
+        """What :func:`_leaf_matrix` returns, from the resolved chains."""
+        is_leaf = np.zeros(len(tree.nodes), dtype=bool)
+        is_leaf[tree.leaf_indices] = True
+        leaf = is_leaf[self.node]
+        cols = column[self.node]
+        keep = leaf & (cols >= 0)
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.problem[keep], minlength=n_rows), out=indptr[1:])
+        matrix = sp.csr_matrix(
+            (np.ones(indptr[-1], dtype=np.int64), cols[keep], indptr),
+            shape=(n_rows, int((column >= 0).sum())),
+        )
+        matrix.sum_duplicates()  # rows are in order (problem is non-decreasing); this sorts within rows
+        matrix.data[:] = 1
+        matrix.sort_indices()
+        return matrix, self.unknown, int(leaf.size - np.count_nonzero(leaf))
+
+    def profile(
+        self,
+        tree: SkillTree,
+        judged: np.ndarray,
+        attempts: np.ndarray,
+        correct: np.ndarray,
+        *,
+        prior: tuple[float, float],
+    ) -> SkillProfile:
+        """``SkillProfile.from_arrays(tree, chains of the judged rows, ..., unknown="skip")``, computed as
+        a sparse product: (judged rows x named nodes) @ (node x its ancestors, root excluded), so a node
+        reached by several chains of one problem counts once."""
+        n_rows, n_nodes = judged.size, len(tree.nodes)
+        use = judged[self.problem]
+        rows = self.problem[use]  # non-decreasing, so the CSR structure is direct
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        named = sp.csr_matrix((np.ones(rows.size), self.node[use], indptr), shape=(n_rows, n_nodes))
+        ancestry = [tree.ancestors(i) for i in range(n_nodes)]
+        anc_ptr = np.zeros(n_nodes + 1, dtype=np.int64)
+        np.cumsum([a.size for a in ancestry], out=anc_ptr[1:])
+        anc = sp.csr_matrix(
+            (np.ones(int(anc_ptr[-1])), np.concatenate(ancestry), anc_ptr), shape=(n_nodes, n_nodes)
+        )
+        reach = named @ anc  # one stored entry per (problem, node reached), valued by how many chains
+        reach.data[:] = 1.0
+        per_row = np.stack([judged, attempts, correct], axis=1).astype(np.float64)
+        sums = np.rint(reach.T @ per_row).astype(np.int64)  # exact: integer sums far below 2**53
+        problems, attempts_sum, correct_sum = np.ascontiguousarray(sums.T)
+        return SkillProfile(
+            tree=tree,
+            problems=problems,
+            attempts=attempts_sum,
+            correct=correct_sum,
+            prior=prior,
+            n_unmatched_chains=int(np.count_nonzero(judged[self.unknown_problem])),
+        )
+
+
+def _resolve_chains(pool: Pool, tree: SkillTree) -> _ResolvedChains:
+    """Map every chain occurrence to its node through the pool's chain codes: one dictionary look-up per
+    distinct chain (at its prefix when deeper than a cut tree), then a vectorised gather."""
+    codes = pool.chain_codes
+    depth = int(tree.depth.max())
+    lookup = {nd.path: nd.index for nd in tree.nodes[1:]}  # the root is no chain's node
+    node_of = np.fromiter(
+        (lookup.get(key[:depth], -1) for key in codes.distinct), dtype=np.int64, count=len(codes.distinct)
+    )
+    node = node_of[codes.code]
+    good = node >= 0
+    bad_codes = codes.code[~good]
+    return _ResolvedChains(
+        problem=codes.problem[good],
+        node=node[good],
+        unknown=[format_chain(codes.distinct[c]) for c in bad_codes.tolist()],
+        unknown_problem=codes.problem[~good],
+    )
+
+
 def _leaf_matrix(pool: Pool, tree: SkillTree, column: np.ndarray) -> tuple[sp.csr_matrix, list[str], int]:
+    """The reference (``prepare="loop"``): one Python iteration per chain."""
     depth = int(tree.depth.max())
     lookup: dict[tuple[str, ...], int] = {}  # chain -> node index; -1 unknown
     rows: list[int] = []
@@ -498,10 +621,12 @@ def select(
     config: SelectConfig | None = None,
     *,
     profile: SkillProfile | None = None,
+    prepare: PrepareMethod = "vectorised",
     **overrides: Any,
 ) -> Selection:
     """Choose ``config.k`` problems from ``pool`` with ``config.strategy``; keyword overrides update the config.
 
+    ``prepare="loop"`` runs the reference preparation (same selection, slower; for tests and benchmarks).
     Raises :class:`SelectionError` when the pool cannot give K problems (unless ``allow_partial``).
     """
     base = config.model_dump() if config is not None else {}
@@ -510,7 +635,7 @@ def select(
     if spec is None:
         raise SelectionError(f"unknown strategy {config.strategy!r}; available: {', '.join(STRATEGIES)}")
     start = time.perf_counter()
-    ctx = build_context(pool, tree, config, profile)
+    ctx = build_context(pool, tree, config, profile, prepare=prepare)
     prepared = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     result = spec.fn(ctx, config.k, rng)

@@ -7,6 +7,7 @@ or from JSONL files (:meth:`Pool.load`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,43 @@ class PoolError(ValueError):
     """The pool or its verdicts are malformed (duplicate ids, bad counts, unreadable rows)."""
 
 
+@dataclass(frozen=True)
+class ChainCodes:
+    """The pool's chains as integers: each distinct chain once (as a tuple, in order of first appearance)
+    and, per chain occurrence in pool order, its code and its problem's row. Built once with the pool, so
+    that every selection resolves the few distinct chains against its tree instead of every occurrence."""
+
+    distinct: list[tuple[Any, ...]]
+    code: np.ndarray  # per chain occurrence: index into ``distinct``
+    problem: np.ndarray  # per chain occurrence: the pool row (non-decreasing)
+
+    @classmethod
+    def encode(cls, chains: Sequence[Sequence[Any]]) -> ChainCodes:
+        # C-level passes only (map over the flattened chains): no per-chain Python bytecode
+        n = len(chains)
+        lengths = np.fromiter(map(len, chains), dtype=np.int64, count=n)
+        keys = list(map(tuple, itertools.chain.from_iterable(chains)))
+        first: dict[tuple[Any, ...], int] = {}
+        try:
+            position = np.fromiter(
+                map(first.setdefault, keys, itertools.count()), dtype=np.int64, count=len(keys)
+            )
+        except TypeError as exc:
+            raise PoolError(f"chains must be lists of skill names (strings): {exc}") from exc
+        dense = np.empty(len(keys), dtype=np.int64)
+        dense[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = np.arange(len(first))
+        return cls(
+            distinct=list(first),
+            code=dense[position],
+            problem=np.repeat(np.arange(n, dtype=np.int64), lengths),
+        )
+
+
 @dataclass
 class Pool:
     """Columnar pool. ``attempts``/``correct`` are per-problem judged-sample counts (0 attempts: unjudged),
-    or ``None`` when no verdicts are known."""
+    or ``None`` when no verdicts are known. A pool is not changed after construction: its id index and
+    its chain codes (:class:`ChainCodes`) are built from the fields once."""
 
     unique_ids: list[str]
     chains: list[list[list[str]]]
@@ -35,6 +69,7 @@ class Pool:
     records: list[TaggedProblem] | None = None
     n_unmatched_verdicts: int = 0
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _codes: ChainCodes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.unique_ids)
@@ -67,6 +102,7 @@ class Pool:
                 "ids must be unique (de-duplicate the pool first)"
             )
         self._index = index
+        self._codes = ChainCodes.encode(self.chains)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -146,6 +182,12 @@ class Pool:
     @property
     def has_verdicts(self) -> bool:
         return self.attempts is not None
+
+    @property
+    def chain_codes(self) -> ChainCodes:
+        if self._codes is None:  # only when a subclass skipped __post_init__
+            self._codes = ChainCodes.encode(self.chains)
+        return self._codes
 
     def index_of(self, unique_id: str) -> int | None:
         return self._index.get(unique_id)
