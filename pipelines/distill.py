@@ -329,7 +329,8 @@ def stage_train(
     variant = "skill" if fmt.skill_aware else "plain"
     identity = {
         "student": model_fingerprint(student, path),
-        "settings": settings.model_dump(mode="json", exclude={"threads", "device"}),
+        # what shapes the weights; not where, how fast, or how often progress is saved or logged
+        "settings": settings.model_dump(mode="json", exclude=_NOT_IN_TRAIN_KEY),
         "format": fmt.model_dump(mode="json"),
         "examples": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
     }
@@ -370,6 +371,16 @@ def stage_train(
         "dataset_digest": dataset.digest,
         "run_id": run_id,
     }
+
+
+_NOT_IN_TRAIN_KEY = {
+    "threads",
+    "device",
+    "keep_checkpoints",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+}
 
 
 def stage_evaluate(
