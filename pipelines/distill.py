@@ -482,7 +482,13 @@ def stage_register(
 ) -> dict[str, Any]:
     """Register the fine-tuned checkpoint (alias ``candidate``) with its lineage and scores, and move
     ``champion`` to it only when its benchmark average beats the current champion's."""
-    from distill.registry import find_version, promote_if_better, register_checkpoint, set_version_tags
+    from distill.registry import (
+        find_version,
+        move_alias,
+        promote_if_better,
+        register_checkpoint,
+        set_version_tags,
+    )
     from skillcore.tracking import log_json, stage_run
 
     scores = {
@@ -501,10 +507,8 @@ def stage_register(
             version = register_checkpoint(trained["model_dir"], registry_model, tags=tags).version
             reused = False
         else:  # this very checkpoint is registered already: refresh its tags, move the alias back to it
-            from mlflow import MlflowClient
-
             set_version_tags(registry_model, version, tags)
-            MlflowClient().set_registered_model_alias(registry_model, "candidate", version)
+            move_alias(registry_model, "candidate", version)
             reused = True
         decision = promote_if_better(registry_model, version)
         log_json(

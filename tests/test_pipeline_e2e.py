@@ -233,10 +233,9 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
         stderr=subprocess.PIPE,
     )
     attempts = workdir / "profile" / "attempts.jsonl"
-    deadline = time.monotonic() + 600
     while not (attempts.exists() and attempts.stat().st_size > 0) and proc.poll() is None:
-        assert time.monotonic() < deadline, "profiling never started"
-        time.sleep(0.2)
+        time.sleep(0.2)  # a hang is caught by the per-test timeout
+    assert proc.poll() is None, "the pipeline ended before profiling had saved its first chunk"
     proc.send_signal(signal.SIGTERM)  # mid-profiling: the first chunk is saved, the rest is not
     proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM

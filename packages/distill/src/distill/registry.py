@@ -162,7 +162,7 @@ def register_checkpoint(
         client = MlflowClient()
         if description is not None:
             client.update_model_version(registered_name, version, description=description)
-        client.set_registered_model_alias(registered_name, alias, version)
+        move_alias(registered_name, alias, version)
     log.info("registered %s version %s (alias %s) from %s", registered_name, version, alias, model_dir)
     return RegisteredCheckpoint(
         name=registered_name,
@@ -185,6 +185,13 @@ def _active_or_stage_run(stage: str) -> Iterator[ActiveRun]:
         return
     with stage_run(stage) as run:
         yield run
+
+
+def move_alias(name: str, alias: str, version: str | int) -> None:
+    """Point ``alias`` (``candidate``, ``champion``, ...) of ``name`` at ``version``."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
 def set_version_tags(name: str, version: str | int, tags: Mapping[str, Any]) -> None:
@@ -240,7 +247,7 @@ def promote_if_better(
                 f"({previous_score:g}, {'higher' if higher_is_better else 'lower'} is better)"
             )
     if promoted:
-        client.set_registered_model_alias(registered_name, champion, version)
+        move_alias(registered_name, champion, version)
     decision = PromotionDecision(
         promoted=promoted,
         reason=reason,
