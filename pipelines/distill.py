@@ -96,7 +96,8 @@ def stage_data(
 
 
 def stage_student(ctx: Context, student: str | None) -> str:
-    """The student to profile: a model reference, or the offline tiny Qwen3 (bootstrapped once, registered)."""
+    """The student to profile: a model reference, or the offline tiny Qwen3 (the shipped base student,
+    registered once)."""
     if student is not None:
         ctx.record("student", model=student)
         return student
@@ -104,7 +105,13 @@ def stage_student(ctx: Context, student: str | None) -> str:
 
     result = bootstrap(ctx.stage_dir("student"), registered_name=DEFAULT_REGISTERED_NAME)
     uri = result.model_uri or f"models:/{DEFAULT_REGISTERED_NAME}@{DEFAULT_ALIAS}"
-    ctx.record("student", model=uri, bootstrapped=not result.skipped, seconds=round(result.seconds, 1))
+    ctx.record(
+        "student",
+        model=uri,
+        bootstrapped=not result.skipped,
+        source="registry" if result.skipped else result.source,
+        seconds=round(result.seconds, 1),
+    )
     return uri
 
 
@@ -654,7 +661,7 @@ def main(
     engine_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible base URL for --engine openai (vllm serve, ...)")
     ] = None,
-    k: Annotated[int, typer.Option(min=1, help="Training examples to select (paper: 1000)")] = 500,
+    k: Annotated[int, typer.Option(min=1, help="Training examples to select (paper: 1000)")] = 1000,
     strategy: Annotated[str, typer.Option(help="Selection strategy")] = "skill",
     baseline: Annotated[list[str] | None, typer.Option(help="Baseline strategies to select too")] = None,
     temperature: Annotated[

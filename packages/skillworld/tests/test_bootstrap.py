@@ -1,21 +1,41 @@
-"""Bootstrap: train, log to MLflow, register, no-op when registered, load back from models:/name@alias;
-and the baseline profile through distill's engine and judge."""
+"""Bootstrap: the two-part corpus and its tiers, the shipped student (digests, tiers, registration), a
+retrain that reproduces bit for bit, log to MLflow, register, no-op when registered, load back from
+models:/name@alias; and the baseline profile through distill's engine and judge."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from skillworld.bootstrap import BOOTSTRAP_MIX, BootstrapConfig, bootstrap, leaf_tiers, skewed_weights
+from skillworld.bootstrap import (
+    BOOTSTRAP_MIX,
+    TIERS,
+    BootstrapConfig,
+    ShippedStudentError,
+    bootstrap,
+    bootstrap_corpus,
+    chat_weights,
+    file_digests,
+    leaf_tiers,
+    shipped_student_dir,
+    verify_shipped,
+)
 from skillworld.tokenizer import qwen3_chat_template, render_chat
-from skillworld.world import generate_mix
+from skillworld.world import generate_mix, leaf_names
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "head_dim": 8}
+TINY_CFG = BootstrapConfig(
+    n_problems=48, n_textbook=16, batch_size=16, tokenizer_texts=1500, warmup_steps=2, model=TINY
+)
 
 
 @pytest.fixture
@@ -30,10 +50,10 @@ def sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     mlflow.set_tracking_uri(None)
 
 
-def test_skewed_mix_has_all_tiers() -> None:
+def test_chat_mix_has_all_tiers() -> None:
     tiers = leaf_tiers()
-    assert set(tiers.values()) == {"mastered", "weak", "barely_seen", "hard"}
-    weights = skewed_weights()
+    assert set(tiers.values()) == set(TIERS) == {"mastered", "weak", "latent", "barely_seen", "hard"}
+    weights = chat_weights()
     total = sum(weights.values())
     assert max(weights.values()) / total > 0.05 and min(weights.values()) / total < 0.01
     mix = generate_mix(3000, 0, BOOTSTRAP_MIX)
@@ -41,18 +61,99 @@ def test_skewed_mix_has_all_tiers() -> None:
     for p in mix:
         for leaf in p.metadata["skills"]:
             share[leaf] += 1
-    barely = [leaf for leaf, t in tiers.items() if t == "barely_seen"]
-    mastered = [leaf for leaf, t in tiers.items() if t == "mastered"]
-    assert max(share[leaf] for leaf in barely) < min(share[leaf] for leaf in mastered)
+    by_tier = {t: [share[leaf] for leaf, tt in tiers.items() if tt == t] for t in TIERS}
+    assert max(by_tier["barely_seen"]) < min(by_tier["mastered"])
+    assert max(by_tier["weak"]) < min(by_tier["mastered"])  # weak leaves are mostly textbook knowledge
+
+
+def test_corpus_names_skills_in_natural_text_never_in_the_skills_format() -> None:
+    problems, passages = bootstrap_corpus(BootstrapConfig(n_problems=2000, n_textbook=1000))
+    texts = [p.solution for p in problems] + passages
+    assert not any("Skills:" in t for t in texts)
+    # no line is a chain of tree names joined by the chain separator
+    names = "|".join(re.escape(n) for n in leaf_names())
+    assert not any(re.search(rf"(?m)^\w[\w ]* -> (?:{names})$", t) for t in texts)
+    tiers = leaf_tiers()
+    lower = " ".join(passages).lower()
+    for leaf, tier in tiers.items():  # every taught skill is named in the passages, in running text
+        assert (leaf.lower() in lower) == (TIERS[tier].textbook > 0), leaf
+    mentioned = sum(
+        1
+        for p in problems
+        if any(p.metadata["skills"][0].lower() in line.lower() for line in p.solution.splitlines()[1:2])
+    )
+    assert 0.3 < mentioned / len(problems) < 0.7  # half of the chat traces open by naming their skill
+
+
+def test_tokenizer_covers_skill_names() -> None:
+    tokenizer = AutoTokenizer.from_pretrained(shipped_student_dir())
+    for leaf in leaf_names():
+        n = len(tokenizer(leaf, add_special_tokens=False)["input_ids"])
+        assert n <= len(leaf) / 2.4, (leaf, n)  # words and word pieces, not bytes
+
+
+def test_shipped_student_is_verified(tmp_path: Path) -> None:
+    manifest = verify_shipped()
+    assert manifest["config"] == json.loads(json.dumps(asdict(BootstrapConfig())))
+    assert manifest["sha256"] == file_digests(shipped_student_dir())
+    broken = tmp_path / "broken"
+    shutil.copytree(shipped_student_dir(), broken)
+    data = bytearray((broken / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (broken / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ShippedStudentError, match=r"model\.safetensors"):
+        verify_shipped(broken)
+    (broken / "tokenizer.json").unlink()
+    with pytest.raises(ShippedStudentError, match="incomplete"):
+        verify_shipped(broken)
+
+
+def test_shipped_student_has_the_declared_tiers(tmp_path: Path) -> None:
+    """Greedy one-skill probe accuracy of the shipped student, per tier: the figures the world's
+    calibration declares (``TIERS[...].bounds``)."""
+    from skillworld.probes import probe_accuracy, probe_problems
+
+    tiers = leaf_tiers()
+    barely = [leaf for leaf, t in tiers.items() if t == "barely_seen"][:3]
+    leaves = [leaf for leaf, t in tiers.items() if t != "barely_seen"] + barely
+    accuracy = probe_accuracy(shipped_student_dir(), tmp_path / "probe", leaves=leaves, progress=False)
+    assert set(accuracy) == set(leaves)
+    counts = Counter(p.chains[0][-1] for p in probe_problems(leaves=leaves))
+    for leaf, acc in accuracy.items():
+        low, high = TIERS[tiers[leaf]].bounds
+        slack = 1 / counts[leaf]  # one greedy answer may flip with another CPU's float rounding
+        assert low - slack <= acc <= high + slack, (leaf, tiers[leaf], acc)
+
+
+def test_retrain_reproduces_bit_for_bit(tmp_path: Path) -> None:
+    first = bootstrap(tmp_path / "a", TINY_CFG, register=False, progress=False)
+    second = bootstrap(tmp_path / "b", TINY_CFG, register=False, progress=False)
+    assert first.source == second.source == "trained"
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+    manifest = verify_shipped(tmp_path / "a")  # a trained folder carries the same manifest as the shipped one
+    assert manifest["train"]["steps"] == 4 and manifest["train"]["n_textbook"] == 16
+
+
+def test_default_bootstrap_registers_the_shipped_student(sqlite_store: str, tmp_path: Path) -> None:
+    from distill.models import resolve_model
+
+    result = bootstrap(tmp_path / "student", progress=False)
+    assert result.source == "shipped" and result.model_uri == "models:/qwen3-tiny-base@base"
+    assert file_digests(tmp_path / "student") == verify_shipped()["sha256"]
+    version = MlflowClient().get_model_version_by_alias("qwen3-tiny-base", "base")
+    assert version.tags["source"] == "shipped"
+    assert version.tags["model_sha256"] == verify_shipped()["sha256"]["model.safetensors"]
+    local = resolve_model("models:/qwen3-tiny-base@base")
+    assert file_digests(local)["model.safetensors"] == version.tags["model_sha256"]
 
 
 def test_bootstrap_registers_and_loads_back(sqlite_store: str, tmp_path: Path) -> None:
     from distill.models import resolve_model
 
-    cfg = BootstrapConfig(n_problems=48, batch_size=16, tokenizer_texts=1500, warmup_steps=2, model=TINY)
-    result = bootstrap(tmp_path / "student", cfg, progress=False)
+    result = bootstrap(tmp_path / "student", TINY_CFG, progress=False)
     assert not result.skipped and result.model_uri == "models:/qwen3-tiny-base@base"
-    assert result.train["steps"] == 3 and math.isfinite(result.train["final_loss"])
+    assert result.source == "trained"
+    assert result.train["steps"] == 4 and math.isfinite(result.train["final_loss"])
 
     client = MlflowClient()
     version = client.get_model_version_by_alias("qwen3-tiny-base", "base")
@@ -61,7 +162,7 @@ def test_bootstrap_registers_and_loads_back(sqlite_store: str, tmp_path: Path) -
     assert run.data.params["n_problems"] == "48" and "train_loss" in run.data.metrics
     assert any(d.dataset.name == "bootstrap-mix" for d in run.inputs.dataset_inputs)
 
-    again = bootstrap(tmp_path / "other", cfg, progress=False)
+    again = bootstrap(tmp_path / "other", TINY_CFG, progress=False)
     assert again.skipped and not (tmp_path / "other").exists()
     assert len(client.search_model_versions("name='qwen3-tiny-base'")) == 1
 

@@ -1,74 +1,132 @@
-"""Bootstrap the tiny base student: train from scratch on a skewed mix of the world, save, log, register.
+"""Bootstrap the tiny base student: train from scratch on a two-part corpus, save, log, register.
 
-The mix decides the student's skill gaps. A 64-dimensional model gets about six million tokens in five
-CPU minutes, and it learns a skill only when that skill gets a large share of them: spread over many
-skills, the same tokens taught the format everywhere and the facts nowhere (the first bootstrap wrote
-"5 + 5 = 14" in perfectly shaped traces). So three leaves get most of the data (mastered), nine a few
-percent each (weak, and the three hard leaves whose traces skip steps the student would have to guess),
-and the rest almost nothing (barely seen).
+The corpus has the two parts a real model's history has. **Textbook passages** (pre-training text: a skill
+named in a heading or a sentence, what it is, a worked example; the loss covers every token) teach
+procedures and the words skills are named with. **Chat problems** (the paper's prompt as the user turn, the
+teacher trace as the assistant turn) teach the student to apply them in an answer; half of their parts open
+with a plain sentence naming the skill ("This is a least common multiple question."), so the student
+knows which name goes with which question, but never the ``Skills:`` chain format that skill-aware
+fine-tuning teaches.
 
-The mastered leaves are ones five minutes can take above 80%. Permutations and combinations have small,
-finite inputs and short products, and reach 90-100% on half a share; basic probability (a sum over a few
-hundred pairs, then a reduction) needs four times that. Multi-digit addition stayed at 30-60% with a
-full share (the student picks the wrong digit of a long number), so it is a weak leaf.
-``skillworld baseline-profile`` shows what a bootstrap reached.
+A leaf's tier is how the corpus splits it between the two (``TIERS``); the tiers were chosen by measuring
+what a few hundred chat examples of a leaf do to the student (``benchmarks/world_regime.py``):
+
+- **mastered**: most of the chat problems (above 80% alone).
+- **weak**: textbook passages and a few chat problems: the student knows the procedure but seldom gets it
+  right in an answer (20-60%); a few hundred chat examples raise it by 20 points or more.
+- **barely seen**: a handful of chat problems, no passages (below 10%).
+- **hard**: passages and chat problems whose traces skip the step that needs the work (the quotient of a
+  long division, a power's residue, a quadratic's roots), so more examples do not fix them.
+
+The default configuration's student is shipped with the package (``data/base-student``, about 1 MB,
+with the SHA-256 of every file in its ``manifest.json``): ``bootstrap()`` registers a verified copy of it
+instead of training for nine minutes, and ``bootstrap(retrain=True)`` (``skillworld bootstrap --retrain``)
+trains the same student again, bit for bit on one thread with the pinned torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from skillworld.generators import HARD_LEAVES
-from skillworld.world import Mix, generate_mix, leaf_names
+from skillworld.world import Mix, generate_mix, generate_textbook, leaf_names
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REGISTERED_NAME = "qwen3-tiny-base"
 DEFAULT_ALIAS = "base"
-
-# Mastered leaves with their weights (on the same scale as the other tiers' weights below).
-MASTERED = {"Permutations": 0.5, "Combinations": 0.5, "Basic probability": 2.0}
-WEAK = (
-    "Multi-digit addition",
-    "Multi-digit subtraction",
-    "Multiplication principle",
-    "Percentages",
-    "Greatest common divisor",
-    "Remainders by digit sums",
+MANIFEST = "manifest.json"
+SHIPPED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
 )
-TIER_WEIGHTS = {"weak": 0.15, "hard": 0.15, "barely_seen": 0.01}
+
+
+@dataclass(frozen=True)
+class Tier:
+    """How a tier's leaves enter the corpus, and the one-skill probe accuracy the shipped student has on
+    them (``bounds``, inclusive; checked by the tests)."""
+
+    chat: float  # relative weight of each leaf in the chat problems
+    textbook: float  # relative weight of each leaf in the textbook passages
+    bounds: tuple[float, float]
+
+
+# Mastered leaves carry their own chat weights (basic probability needs four times the share of the two
+# counting leaves to pass 80%).
+MASTERED = {"Permutations": 0.5, "Combinations": 0.5, "Basic probability": 2.0}
+# Weak and latent leaves share a recipe (textbook passages, a few chat problems); which of the two a leaf
+# lands in is how far its procedure carries from the passages into answers, as measured.
+TIER_LEAVES: dict[str, tuple[str, ...]] = {
+    "weak": ("Percentages", "Quadratic equations", "Multiplication principle", "Modular exponentiation"),
+    "latent": (
+        "Least common multiple",
+        "Greatest common divisor",
+        "Multi-digit addition",
+        "Multi-digit subtraction",
+        "Remainders by digit sums",
+        "Linear equations",
+        "Simplifying fractions",
+        "Arithmetic sequences",
+    ),
+    "hard": ("Exact division",),
+}
+TIERS: dict[str, Tier] = {
+    "mastered": Tier(chat=1.0, textbook=1.0, bounds=(0.8, 1.0)),
+    "weak": Tier(chat=0.01, textbook=1.0, bounds=(0.2, 0.6)),
+    "latent": Tier(chat=0.01, textbook=1.0, bounds=(0.0, 0.2)),
+    "hard": Tier(chat=0.15, textbook=1.0, bounds=(0.0, 0.1)),
+    "barely_seen": Tier(chat=0.003, textbook=0.0, bounds=(0.0, 0.1)),
+}
 
 
 def leaf_tiers() -> dict[str, str]:
     """Leaf -> bootstrap tier; every leaf not named mastered, weak or hard is barely seen."""
-    tiers = {**dict.fromkeys(MASTERED, "mastered"), **dict.fromkeys(WEAK, "weak")}
-    tiers.update(dict.fromkeys(HARD_LEAVES, "hard"))
+    tiers = dict.fromkeys(MASTERED, "mastered")
+    for tier, leaves in TIER_LEAVES.items():
+        tiers.update(dict.fromkeys(leaves, tier))
     unknown = set(tiers) - set(leaf_names())
     if unknown:
         raise RuntimeError(f"bootstrap tiers name leaves the world does not have: {sorted(unknown)}")
     return {leaf: tiers.get(leaf, "barely_seen") for leaf in leaf_names()}
 
 
-def skewed_weights() -> dict[str, float]:
+def chat_weights() -> dict[str, float]:
     return {
-        leaf: MASTERED[leaf] if tier == "mastered" else TIER_WEIGHTS[tier]
+        leaf: MASTERED[leaf] if tier == "mastered" else TIERS[tier].chat
         for leaf, tier in leaf_tiers().items()
     }
 
 
+def textbook_weights() -> dict[str, float]:
+    return {leaf: TIERS[tier].textbook for leaf, tier in leaf_tiers().items()}
+
+
 BOOTSTRAP_MIX = Mix(
-    n_skills={1: 0.95, 2: 0.05}, levels={1: 0.5, 2: 0.3, 3: 0.2}, leaf_weights=skewed_weights()
+    n_skills={1: 0.95, 2: 0.05},
+    levels={1: 0.5, 2: 0.3, 3: 0.2},
+    leaf_weights=chat_weights(),
+    skill_mentions=0.5,
 )
+TEXTBOOK_LEVELS = {1: 0.4, 2: 0.4, 3: 0.2}
 
 
 @dataclass
 class BootstrapConfig:
     seed: int = 0
-    n_problems: int = 50_000
+    n_problems: int = 50_000  # chat problems
+    n_textbook: int = 30_000  # textbook passages
     epochs: float = 1.0
     batch_size: int = 16
     # 1e-2 (the first default) left the loss at 0.17 where 3e-3 reaches 0.09 on the same data and steps.
@@ -78,8 +136,67 @@ class BootstrapConfig:
     tokenizer_texts: int = 6000
     model: dict[str, Any] = field(default_factory=dict)  # overrides of student.DEFAULT_MODEL_CONFIG
     time_budget_s: float | None = None
-    # The bootstrap runs alone: two threads train at 22K tokens/s on an idle 2-core machine, one at 15K.
-    threads: int | None = 2
+    # One thread: it survives another process on the cores, and the shipped student is reproduced bit for
+    # bit at one thread (a different thread count sums in another order).
+    threads: int | None = 1
+
+
+def bootstrap_corpus(cfg: BootstrapConfig) -> tuple[list[Any], list[str]]:
+    """The chat problems and the textbook passages the student is trained on."""
+    problems = generate_mix(cfg.n_problems, cfg.seed, BOOTSTRAP_MIX)
+    passages = generate_textbook(cfg.n_textbook, cfg.seed, textbook_weights(), TEXTBOOK_LEVELS)
+    return problems, passages
+
+
+# ----------------------------------------------------------------------------------- shipped student
+class ShippedStudentError(RuntimeError):
+    """The shipped base student is missing a file or a file does not match its recorded digest."""
+
+
+def shipped_student_dir() -> Path:
+    return Path(str(resources.files("skillworld").joinpath("data/base-student")))
+
+
+def file_digests(folder: str | Path) -> dict[str, str]:
+    folder = Path(folder)
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in SHIPPED_FILES}
+
+
+def write_manifest(folder: str | Path, cfg: BootstrapConfig, train: dict[str, Any]) -> dict[str, Any]:
+    """Record what made the student in ``folder`` and the SHA-256 of each of its files."""
+    import tokenizers
+    import torch
+    import transformers
+
+    manifest = {
+        "config": asdict(cfg),
+        "train": train,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        "sha256": file_digests(folder),
+    }
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+def verify_shipped(folder: str | Path | None = None) -> dict[str, Any]:
+    """The shipped student's manifest, after checking every file against its digest."""
+    folder = Path(folder) if folder is not None else shipped_student_dir()
+    try:
+        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        actual = file_digests(folder)
+    except (OSError, ValueError) as exc:
+        raise ShippedStudentError(f"the shipped base student in {folder} is incomplete: {exc}") from exc
+    bad = sorted(name for name, digest in actual.items() if manifest["sha256"].get(name) != digest)
+    if bad:
+        raise ShippedStudentError(
+            f"the shipped base student in {folder} does not match its manifest ({', '.join(bad)}): reinstall "
+            "the package or rebuild it with `skillworld bootstrap --retrain`"
+        )
+    return manifest
 
 
 @dataclass
@@ -90,34 +207,28 @@ class BootstrapResult:
     run_id: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    source: str = "trained"  # or "shipped": a verified copy of the packaged student
 
 
 def bootstrap(
     out_dir: str | Path,
     config: BootstrapConfig | None = None,
     *,
+    retrain: bool = False,
     register: bool = True,
     registered_name: str = DEFAULT_REGISTERED_NAME,
     alias: str = DEFAULT_ALIAS,
     force: bool = False,
     progress: bool = True,
 ) -> BootstrapResult:
-    """Train the base student into ``out_dir``; with ``register``, log an MLflow run and register the model.
+    """Put the base student in ``out_dir``; with ``register``, log an MLflow run and register the model.
 
-    A no-op (``skipped=True``) when ``registered_name`` already has a version in the registry, unless
-    ``force``.
+    The default configuration copies the shipped student (verified against its digests) unless
+    ``retrain``; any other configuration trains. A no-op (``skipped=True``) when ``registered_name``
+    already has a version in the registry, unless ``force``.
     """
     from distill.registry import register_checkpoint, registered_model_exists
     from skillcore.tracking import log_dataset, log_json, resolve_tracking_uri, stage_run
-
-    from skillworld.student import (
-        DEFAULT_MODEL_CONFIG,
-        TrainConfig,
-        count_parameters,
-        init_student,
-        train_student,
-    )
-    from skillworld.tokenizer import build_tokenizer
 
     cfg = config or BootstrapConfig()
     out = Path(out_dir)
@@ -129,7 +240,100 @@ def bootstrap(
                 model_dir=out, skipped=True, model_uri=f"models:/{registered_name}@{alias}"
             )
     start = time.perf_counter()
-    problems = generate_mix(cfg.n_problems, cfg.seed, BOOTSTRAP_MIX)
+    shipped = not retrain and cfg == BootstrapConfig()
+    if shipped:
+        manifest = verify_shipped()
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (*SHIPPED_FILES, MANIFEST):
+            shutil.copyfile(shipped_student_dir() / name, out / name)
+        train = dict(manifest["train"])
+        log.info("copied the shipped base student (trained in %.0fs) to %s", train.get("seconds", 0), out)
+    params = {
+        **{k: v for k, v in asdict(cfg).items() if k != "model"},
+        "model": _model_config(cfg),
+        "tiers": {tier: asdict(spec) for tier, spec in TIERS.items()},
+        "source": "shipped" if shipped else "trained",
+    }
+    if not register:
+        train = train if shipped else _train_base(out, cfg, progress)
+        return BootstrapResult(
+            model_dir=out,
+            skipped=False,
+            train=train,
+            seconds=time.perf_counter() - start,
+            source=params["source"],
+        )
+
+    import mlflow
+
+    with stage_run("bootstrap", params=params) as run:
+        if not shipped:
+
+            def on_step(step: int, loss: float) -> None:
+                if step == 1 or step % 10 == 0:
+                    mlflow.log_metric("train_loss", loss, step=step)
+
+            train = _train_base(out, cfg, progress, on_step=on_step, log_corpus=log_dataset)
+        mlflow.log_metrics(
+            {
+                k: float(train[k])
+                for k in ("seconds", "final_loss", "tokens_seen", "n_parameters")
+                if k in train
+            }
+        )
+        log_json(
+            {"tiers": leaf_tiers(), "chat": chat_weights(), "textbook": textbook_weights()},
+            "bootstrap_mix.json",
+        )
+        # Logged from the saved folder (no second copy of the model in memory), under this run.
+        registered = register_checkpoint(
+            out,
+            registered_name,
+            tags={
+                "skilldistill.stage": "bootstrap",
+                "seed": cfg.seed,
+                "final_loss": train["final_loss"],
+                "source": params["source"],
+                "model_sha256": file_digests(out)["model.safetensors"],
+            },
+            alias=alias,
+        )
+        uri = registered.alias_uri
+        run_id = run.info.run_id
+    return BootstrapResult(
+        model_dir=out,
+        skipped=False,
+        model_uri=uri,
+        run_id=run_id,
+        train=train,
+        seconds=time.perf_counter() - start,
+        source=params["source"],
+    )
+
+
+def _model_config(cfg: BootstrapConfig) -> dict[str, Any]:
+    from skillworld.student import DEFAULT_MODEL_CONFIG
+
+    return {**DEFAULT_MODEL_CONFIG, **cfg.model}
+
+
+def _train_base(
+    out: Path,
+    cfg: BootstrapConfig,
+    progress: bool,
+    *,
+    on_step: Any = None,
+    log_corpus: Any = None,
+) -> dict[str, Any]:
+    """Train from scratch into ``out`` and write its manifest; the training figures."""
+    from transformers import AutoModelForCausalLM
+
+    from skillworld.student import TrainConfig, count_parameters, init_student, train_student
+    from skillworld.tokenizer import build_tokenizer
+
+    problems, passages = bootstrap_corpus(cfg)
+    if log_corpus is not None:
+        log_corpus(problems, name="bootstrap-mix", context="training")
     tokenizer = build_tokenizer(cfg.vocab_size, n_texts=cfg.tokenizer_texts, seed=cfg.seed)
     init_student(out, seed=cfg.seed, tokenizer=tokenizer, **cfg.model)
     train_cfg = TrainConfig(
@@ -141,53 +345,9 @@ def bootstrap(
         time_budget_s=cfg.time_budget_s,
         threads=cfg.threads,
     )
-    params = {
-        **{k: v for k, v in asdict(cfg).items() if k != "model"},
-        "model": {**DEFAULT_MODEL_CONFIG, **cfg.model},
-        "tier_weights": {"mastered": MASTERED, **TIER_WEIGHTS},
-    }
-    if not register:
-        result = train_student(out, problems, train_cfg, progress=progress)
-        return BootstrapResult(
-            model_dir=out, skipped=False, train=result.as_dict(), seconds=time.perf_counter() - start
-        )
-
-    import mlflow
-
-    with stage_run("bootstrap", params=params) as run:
-        log_dataset(problems, name="bootstrap-mix", context="training")
-
-        def on_step(step: int, loss: float) -> None:
-            if step == 1 or step % 10 == 0:
-                mlflow.log_metric("train_loss", loss, step=step)
-
-        result = train_student(out, problems, train_cfg, progress=progress, on_step=on_step)
-        from transformers import AutoModelForCausalLM
-
-        n_params = count_parameters(AutoModelForCausalLM.from_pretrained(out))
-        mlflow.log_metrics(
-            {
-                "train_seconds": result.seconds,
-                "final_loss": result.final_loss,
-                "tokens_seen": result.tokens_seen,
-                "n_parameters": n_params,
-            }
-        )
-        log_json({"tiers": leaf_tiers(), "weights": skewed_weights()}, "bootstrap_mix.json")
-        # Logged from the saved folder (no second copy of the model in memory), under this run.
-        registered = register_checkpoint(
-            out,
-            registered_name,
-            tags={"skilldistill.stage": "bootstrap", "seed": cfg.seed, "final_loss": result.final_loss},
-            alias=alias,
-        )
-        uri = registered.alias_uri
-        run_id = run.info.run_id
-    return BootstrapResult(
-        model_dir=out,
-        skipped=False,
-        model_uri=uri,
-        run_id=run_id,
-        train=result.as_dict(),
-        seconds=time.perf_counter() - start,
-    )
+    result = train_student(out, problems, train_cfg, progress=progress, on_step=on_step, documents=passages)
+    train = result.as_dict()
+    train["n_parameters"] = count_parameters(AutoModelForCausalLM.from_pretrained(out))
+    train["n_textbook"] = len(passages)
+    write_manifest(out, cfg, train)
+    return train

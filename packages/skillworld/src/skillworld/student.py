@@ -123,6 +123,15 @@ def encode_examples(
     return out
 
 
+def encode_documents(
+    tokenizer: Any, documents: Sequence[str], max_len: int = 512
+) -> list[tuple[list[int], int]]:
+    """Plain-text documents (no chat template) as pre-training examples: the loss covers every token."""
+    return [
+        (tokenizer(doc + ENDOFTEXT, add_special_tokens=False)["input_ids"][:max_len], 0) for doc in documents
+    ]
+
+
 def _batches(encoded: list[tuple[list[int], int]], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled, length-bucketed batches of example indices (little padding, random order)."""
     order = list(range(len(encoded)))
@@ -144,8 +153,10 @@ def train_student(
     out_dir: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    documents: Sequence[str] = (),
 ) -> TrainResult:
-    """Train the student in ``model_dir`` on chat-formatted problems; save to ``out_dir`` (default: in place)."""
+    """Train the student in ``model_dir`` on chat-formatted problems and plain-text ``documents`` (shuffled
+    together); save to ``out_dir`` (default: in place)."""
     import torch
 
     cfg = config or TrainConfig()
@@ -155,7 +166,9 @@ def train_student(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(model_dir, problems, cfg, out_dir=out_dir, progress=progress, on_step=on_step)
+        return _train(
+            model_dir, problems, cfg, out_dir=out_dir, progress=progress, on_step=on_step, documents=documents
+        )
     finally:
         torch.set_num_threads(threads_before)
 
@@ -168,6 +181,7 @@ def _train(
     out_dir: str | Path | None,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
+    documents: Sequence[str] = (),
 ) -> TrainResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -177,7 +191,9 @@ def _train(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
-    encoded = encode_examples(tokenizer, problems, cfg.max_len)
+    encoded = encode_examples(tokenizer, problems, cfg.max_len) + encode_documents(
+        tokenizer, documents, cfg.max_len
+    )
     pad_id = tokenizer.pad_token_id
     per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * per_epoch))

@@ -25,7 +25,7 @@ QUICK_MODEL_CONFIG: dict[str, Any] = {
     "head_dim": 16,
 }
 QUICK_TRAIN: dict[str, Any] = {"n_problems": 2400, "batch_size": 16, "lr": 1e-2, "warmup_steps": 10}
-# Bump when a change to the training code should invalidate cached quick students.
+# The key already covers every skillworld file and library version; bump this for any other reason to retrain.
 QUICK_STUDENT_VERSION = 1
 
 
@@ -33,20 +33,26 @@ def cache_root() -> Path:
     return Path(os.environ.get("SKILLWORLD_CACHE", Path.home() / ".cache" / "skillworld"))
 
 
-def _cache_key(seed: int) -> str:
-    """Changes with the settings, the tokenizer code, the tree, the generated data and library versions."""
-    import tokenizers
-    import transformers
+def _source_files() -> list[Path]:
+    """Every file of the skillworld package that can shape a trained student: the training loop, the
+    tokenizer, the generators, the world and its data (this file included)."""
+    root = Path(str(resources.files("skillworld")))
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".json"})
 
-    from skillworld.world import Mix, generate_mix
+
+def _cache_key(seed: int) -> str:
+    """Changes with the settings, every skillworld source and data file, and the versions of the libraries
+    that train and tokenize: a stale student can never hide a change to the code that trains it."""
+    import tokenizers
+    import torch
+    import transformers
 
     extra = {"v": QUICK_STUDENT_VERSION, "seed": seed, "model": QUICK_MODEL_CONFIG, "train": QUICK_TRAIN}
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
-    for name in ("tokenizer.py", "data/tree.json"):
-        digest.update(resources.files("skillworld").joinpath(name).read_bytes())
-    for problem in generate_mix(64, seed, Mix(n_skills={1: 0.5, 2: 0.5})):
-        digest.update(f"{problem.question}\x1f{problem.solution}".encode())
-    digest.update(f"{transformers.__version__}/{tokenizers.__version__}".encode())
+    root = Path(str(resources.files("skillworld")))
+    for path in _source_files():
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    digest.update(f"{torch.__version__}/{transformers.__version__}/{tokenizers.__version__}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -41,13 +41,17 @@ def chat_text(question: str, solution: str) -> tuple[str, str]:
 
 
 def _corpus(n_texts: int, seed: int) -> Iterator[str]:
-    from skillworld.world import generate_pool, world_tree
+    from skillworld.world import generate_pool, generate_textbook, leaf_names, world_tree
 
     for problem in generate_pool(n_texts, seed=seed):
         prompt, completion = chat_text(problem.question, problem.solution)
         yield f"{IM_START}user\n{prompt}{IM_END}\n{IM_START}assistant\n{completion}{IM_END}\n"
-    for node in world_tree().nodes:  # skill names and descriptions (skill-aware targets use them)
-        yield f"Skills:\n{' -> '.join(node.path)}\n{node.description}\n"
+    # Textbook passages name every skill in natural text, so skill names are whole tokens or a few (the
+    # ``Skills:`` chains of skill-aware targets then cost no byte-level spelling).
+    uniform = dict.fromkeys(leaf_names(), 1.0)
+    yield from generate_textbook(max(len(uniform) * 4, n_texts // 4), seed, uniform, {1: 1.0, 2: 1.0, 3: 1.0})
+    for node in world_tree().nodes:
+        yield f"{node.name}. {node.description}\n"
     yield qwen3_chat_template()
 
 

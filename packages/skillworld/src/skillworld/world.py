@@ -63,6 +63,9 @@ class Mix:
     levels: Mapping[int, float] = field(default_factory=lambda: {1: 1.0, 2: 1.0, 3: 1.0})
     leaf_weights: Mapping[str, float] | None = None  # None: uniform over leaves
     category_weights: Mapping[str, float] | None = None  # multiplies leaf weights
+    # Probability that a part's trace opens with a plain sentence naming its skill ("This is a least common
+    # multiple question."), as pre-training text does; never the ``Skills:`` chain format.
+    skill_mentions: float = 0.0
 
     def weights(self) -> dict[str, float]:
         out = {}
@@ -132,6 +135,7 @@ class _Sampler:
         self.fed_weights = [weights[leaf] for leaf in self.fed_leaves]
         self.k_values, self.k_weights = list(mix.n_skills), list(mix.n_skills.values())
         self.level_values, self.level_weights = list(mix.levels), list(mix.levels.values())
+        self.skill_mentions = mix.skill_mentions
 
     def draw(self, rng: random.Random) -> WorldProblem:
         k = rng.choices(self.k_values, self.k_weights)[0]
@@ -155,10 +159,34 @@ class _Sampler:
             if nxt is None:
                 break
             parts.append(nxt)
+        if self.skill_mentions > 0:
+            for part in parts:
+                if rng.random() < self.skill_mentions:
+                    part.steps.insert(0, skill_mention(part.leaf, rng))
         return assemble(parts, rng)
 
     def _level(self, rng: random.Random) -> int:
         return rng.choices(self.level_values, self.level_weights)[0]
+
+
+_MENTIONS = (
+    "This is a {leaf} question.",
+    "This is {category}: {leaf}.",
+    "{Leaf} is what this part needs.",
+    "Here I use {leaf}.",
+    "A {category} problem, solved with {leaf}.",
+    "The skill here is {leaf}, from {category}.",
+    "{Leaf}, step by step.",
+    "I recognise {leaf} here.",
+)
+
+
+def skill_mention(leaf: str, rng: random.Random) -> str:
+    """A plain sentence that names ``leaf`` (and sometimes its category), in one of several phrasings."""
+    category = category_of(leaf)
+    return rng.choice(_MENTIONS).format(
+        Leaf=leaf, leaf=_lc_first(leaf), Category=category, category=_lc_first(category)
+    )
 
 
 def assemble(parts: list[Part], rng: random.Random | None = None) -> WorldProblem:
@@ -268,3 +296,68 @@ def generate_mix(n: int, seed: int, mix: Mix) -> list[TaggedProblem]:
     stream = iter_world_problems(mix, f"mix:{seed}", "train")
     meta_rng = random.Random(f"skillworld:mix-meta:{seed}")
     return [to_record(next(stream), f"mix-{seed}-{i:06d}", "mix", meta_rng) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------- textbook
+# Pre-training text names skills the way textbooks do: a section heading, a sentence that says what the
+# skill is, a worked example. The worked example's lines are the chat traces' own steps, so a procedure
+# read here is the procedure the student writes in a chat answer. Skill names appear in varied natural
+# phrasings and never in the ``Skills:`` chain format that skill-aware fine-tuning teaches.
+_TEXTBOOK_OPENINGS = (
+    "{Leaf}\n\n{description}",
+    "Lesson: {leaf}. {description}",
+    "In {category}, {leaf} is a basic skill. {description}",
+    "A note on {leaf} ({category}). {description}",
+    "Chapter: {Category}. Section: {Leaf}.\n{description}",
+    "How to use {leaf}: {description_lc}",
+)
+_TEXTBOOK_EXAMPLES = (
+    "Example. {question}\nSolution.\n{steps}\n{summary}, so the answer is {answer}.",
+    "Worked example: {question}\n{steps}\nTherefore {summary}. Answer: {answer}.",
+    "Try this one. {question}\nWe use {leaf} step by step.\n{steps}\nSo {summary}; the answer is {answer}.",
+)
+
+
+def _lc_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def textbook_text(part: Part, rng: random.Random) -> str:
+    """One textbook passage about ``part``'s skill, with ``part`` as its worked example."""
+    node = world_tree().node(leaf_chains()[part.leaf])
+    names = {
+        "Leaf": part.leaf,
+        "leaf": _lc_first(part.leaf),
+        "Category": category_of(part.leaf),
+        "category": _lc_first(category_of(part.leaf)),
+        "description": node.description,
+        "description_lc": _lc_first(node.description),
+    }
+    opening = rng.choice(_TEXTBOOK_OPENINGS).format(**names)
+    example = rng.choice(_TEXTBOOK_EXAMPLES).format(
+        question=part.question,
+        steps="\n".join(part.steps),
+        summary=part.summary,
+        answer=fmt(part.value),
+        leaf=names["leaf"],
+    )
+    return f"{opening}\n\n{example}\n"
+
+
+def generate_textbook(
+    n: int, seed: int, leaf_weights: Mapping[str, float], levels: Mapping[int, float]
+) -> list[str]:
+    """``n`` textbook passages, one skill each (drawn by ``leaf_weights``), worked examples from the
+    training side of the partition (a benchmark question never appears)."""
+    weights = Mix(leaf_weights=leaf_weights).weights()
+    leaves = [leaf for leaf, w in weights.items() if w > 0]
+    rng = random.Random(f"skillworld:textbook:{seed}")
+    level_values, level_weights = list(levels), list(levels.values())
+    out: list[str] = []
+    while len(out) < n:
+        leaf = rng.choices(leaves, [weights[leaf] for leaf in leaves])[0]
+        part = GENERATORS[leaf](rng, rng.choices(level_values, level_weights)[0], None)
+        if part is None or side_of(part.question) != "train":
+            continue
+        out.append(textbook_text(part, rng))
+    return out
