@@ -83,12 +83,20 @@ def suites(model: Path | str, out: Path) -> dict[str, float]:
 
 
 def tier_means(accuracy: dict[str, float]) -> dict[str, float]:
-    from skillworld.bootstrap import leaf_tiers
+    """Per tier, the share of its probe answers that are right (leaves weighted by their probe counts:
+    a leaf with nine distinct probe questions counts for nine answers, not for as much as one with 30)."""
+    from collections import Counter
 
-    by: dict[str, list[float]] = {}
+    from skillworld.bootstrap import leaf_tiers
+    from skillworld.probes import probe_problems
+
+    counts = Counter(p.chains[0][-1] for p in probe_problems())
+    right: dict[str, float] = {}
+    total: dict[str, int] = {}
     for leaf, tier in leaf_tiers().items():
-        by.setdefault(tier, []).append(accuracy[leaf])
-    return {tier: statistics.mean(v) for tier, v in by.items()}
+        right[tier] = right.get(tier, 0.0) + accuracy[leaf] * counts[leaf]
+        total[tier] = total.get(tier, 0) + counts[leaf]
+    return {tier: right[tier] / total[tier] for tier in total}
 
 
 def part_tiers(base: Path, out: Path) -> dict[str, float]:
