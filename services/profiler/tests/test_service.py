@@ -153,6 +153,9 @@ def test_check_profile_references(
         ({**ok, "model": "/tmp"}, "outside the allowed roots"),
         ({**ok, "pool": "pool.jsonl"}, "must be absolute"),
         ({**ok, "engine": "openai", "base_url": "http://10.1.2.3:8000/v1"}, "not an allowed server"),
+        ({**ok, "engine": "openai", "base_url": "http://127.0.0.1:80@example.com/v1"}, "user info"),
+        ({**ok, "engine": "openai", "base_url": "http://localhost:x@example.com/v1"}, "user info"),
+        ({**ok, "engine": "openai", "base_url": "http://2130706433:8000/v1"}, "not a canonical IP"),
     ]
     for body, message in refused:
         resp = post(server, "/check_profile", body)

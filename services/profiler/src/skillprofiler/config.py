@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from distill.models import MLFLOW_URI
 
 HF_ID = re.compile(r"^[A-Za-z0-9][\w\-.]*/[\w\-.]+$")
 HF_DATASET = re.compile(r"^hf://[A-Za-z0-9][\w\-.]*/[\w\-.]+(:[\w.\-\[\]:%]+)?$")
+# Decimal, octal and hex parts, one to four of them: the forms inet_aton (and so getaddrinfo) accepts.
+INET_ATON_FORM = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
 PROFILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -20,6 +24,36 @@ class RefusedReference(ValueError):
 
 def _split(value: str | None) -> list[str]:
     return [v for v in (value or "").split(os.pathsep) if v.strip()]
+
+
+@dataclass(frozen=True)
+class ServerURL:
+    scheme: str
+    host: str  # lower case; an IP literal in its canonical form
+    port: int | None  # None: the scheme's default
+    path: str
+
+
+def parse_server_url(url: str) -> ServerURL:
+    """Split an http(s) URL with the parser of httpx (the OpenAI client's transport), so the host checked
+    is the host connected to. Refused: user info (``http://127.0.0.1:80@example.com`` goes to
+    example.com), other schemes, and numeric hosts that are not a canonical IP address (``2130706433``,
+    ``0x7f.1``: resolvers read them as addresses that a string comparison would not see)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise RefusedReference(f"base_url {url!r} is not a valid URL: {exc}") from exc
+    if parsed.scheme not in {"http", "https"} or not parsed.host:
+        raise RefusedReference(f"base_url {url!r} must be an http:// or https:// URL with a host")
+    if parsed.userinfo:
+        raise RefusedReference(f"base_url {url!r} carries user info (name:password@), which is refused")
+    host = parsed.host.lower()
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        if INET_ATON_FORM.match(host):  # what a resolver reads as an IPv4 address in another notation
+            raise RefusedReference(f"base_url {url!r}: host {host!r} is not a canonical IP address") from None
+    return ServerURL(parsed.scheme, host, parsed.port, parsed.path or "/")
 
 
 @dataclass
@@ -98,15 +132,21 @@ class Settings:
         return path
 
     def check_base_url(self, url: str) -> str:
-        clean = url.rstrip("/")
-        if not any(
-            clean == allowed or clean.startswith(allowed + ":") or clean.startswith(allowed + "/")
-            for allowed in self.allowed_base_urls
-        ):
-            raise RefusedReference(
-                f"base_url {url!r} is not an allowed server ({', '.join(self.allowed_base_urls)})"
-            )
-        return clean
+        """``url`` if it names an allowed server as the HTTP client will read it: same scheme and host
+        (and port, where the allowed entry gives one), its path under the entry's; credentials refused."""
+        target = parse_server_url(url)
+        for allowed in self.allowed_base_urls:
+            entry = parse_server_url(allowed)
+            if (
+                target.scheme == entry.scheme
+                and target.host == entry.host
+                and (entry.port is None or target.port == entry.port)
+                and (target.path + "/").startswith(entry.path.rstrip("/") + "/")
+            ):
+                return url.rstrip("/")
+        raise RefusedReference(
+            f"base_url {url!r} is not an allowed server ({', '.join(self.allowed_base_urls)})"
+        )
 
     def profile_dir(self, profile_id: str) -> Path:
         if not PROFILE_ID.match(profile_id):
