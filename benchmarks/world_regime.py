@@ -99,6 +99,35 @@ def tier_means(accuracy: dict[str, float]) -> dict[str, float]:
     return {tier: right[tier] / total[tier] for tier in total}
 
 
+def skill_naming(folder: Path) -> dict[str, float]:
+    """For a skill-aware student's probe answers: how often the Skills block names the probe's own leaf,
+    and the accuracy when it does and when it names another."""
+    from skillcore import CHAIN_SEPARATOR, read_jsonl
+
+    probe_dir = folder / "probe" / "probe"
+    status = {r["unique_id"]: r["status"] for r in read_jsonl(probe_dir / "verdicts.jsonl")}
+    leaf_of = {p.unique_id: p.chains[0][-1] for p in probe_problems_cached()}
+    named = {True: [0, 0], False: [0, 0]}
+    for row in read_jsonl(probe_dir / "attempts.jsonl"):
+        lines = row["response"].split("Skills:\n", 1)
+        first = lines[1].split("\n", 1)[0] if len(lines) == 2 else ""
+        hit = first.split(CHAIN_SEPARATOR)[-1].strip() == leaf_of[row["unique_id"]]
+        named[hit][0] += status[row["unique_id"]] == "correct"
+        named[hit][1] += 1
+    total = named[True][1] + named[False][1]
+    return {
+        "right_leaf": named[True][1] / total,
+        "accuracy_when_right": named[True][0] / max(1, named[True][1]),
+        "accuracy_when_wrong": named[False][0] / max(1, named[False][1]),
+    }
+
+
+def probe_problems_cached() -> list[Any]:
+    from skillworld.probes import probe_problems
+
+    return probe_problems()
+
+
 def part_tiers(base: Path, out: Path) -> dict[str, float]:
     from skillworld.bootstrap import TIERS, leaf_tiers
 
@@ -179,7 +208,14 @@ def part_arms(base: Path, out: Path, seeds: list[int]) -> None:
                         **{f"tier:{t}": v for t, v in probe_tiers.items()},
                     }
                 )
-                log(f"  {arm} seed {seed}: suites {statistics.mean(scores.values()):.1%}")
+                naming = ""
+                if skill_aware:
+                    n = skill_naming(folder)
+                    naming = (
+                        f"; names the probe's leaf in {n['right_leaf']:.0%} of answers, right then "
+                        f"{n['accuracy_when_right']:.0%}, {n['accuracy_when_wrong']:.0%} after another name"
+                    )
+                log(f"  {arm} seed {seed}: suites {statistics.mean(scores.values()):.1%}{naming}")
     columns = ["suites", *[f"tier:{t}" for t in base_tiers]]
     print(f"\n{'arm':16}" + "".join(f"{c.removeprefix('tier:'):>18}" for c in columns))
     base_row = {
