@@ -15,6 +15,7 @@ import torch
 from distill.models import resolve_model
 from distill.registry import (
     log_checkpoint,
+    name_filter,
     pip_requirements,
     promote_if_better,
     register_checkpoint,
@@ -246,3 +247,18 @@ def test_candidate_and_champion_load_back_and_generate(tiny_student_dir: Path, s
     assert [len(g) for g in out] == [1, 1]
     assert all(0 < g[0].n_tokens <= 4 for g in out)
     assert engine.tokenizer.chat_template == tokenizer.chat_template
+
+
+def test_names_with_quotes_are_found(store: str, tmp_path: Path) -> None:
+    """A quote in the name used to break the search filter, which read as "not registered"."""
+    client = MlflowClient()
+    with mlflow.start_run() as run:
+        mlflow.log_text("weights", "model/config.json")
+    for name in ("it's-a-student", 'the "best" student'):
+        assert not registered_model_exists(name)
+        client.create_registered_model(name)
+        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        assert registered_model_exists(name)
+        assert name_filter(name) in (f"name='{name}'", f'name="{name}"')
+    with pytest.raises(ValueError, match="both quote"):
+        name_filter("""it's "both" """)

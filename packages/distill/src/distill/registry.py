@@ -74,13 +74,23 @@ def pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
 
 
+def name_filter(name: str) -> str:
+    """A ``search_model_versions`` filter for one registered-model name, quoted so that a quote in the name
+    cannot break it (``name='it's'`` is a syntax error, which read as "no such model")."""
+    if "'" not in name:
+        return f"name='{name}'"
+    if '"' not in name:
+        return f'name="{name}"'
+    raise ValueError(f"registered-model name {name!r} holds both quote characters; choose another name")
+
+
 def registered_model_exists(name: str) -> bool:
     """Whether ``name`` has at least one version in the registry of the current tracking store."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        return bool(MlflowClient().search_model_versions(f"name='{name}'", max_results=1))
+        return bool(MlflowClient().search_model_versions(name_filter(name), max_results=1))
     except MlflowException:
         return False
 
@@ -93,7 +103,7 @@ def find_version(name: str, tags: Mapping[str, Any]) -> str | None:
 
     wanted = {key: _tag_value(value) for key, value in tags.items()}
     try:
-        versions = MlflowClient().search_model_versions(f"name='{name}'")
+        versions = MlflowClient().search_model_versions(name_filter(name))
     except MlflowException:
         return None
     matching = [int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in wanted.items())]
