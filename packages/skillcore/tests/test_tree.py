@@ -175,3 +175,21 @@ def test_round_trip_property(data):
     assert yaml_again.content_hash() == tree.content_hash()
     for leaf in tree.leaves():
         assert tree.is_valid_chain(leaf.path)
+
+
+@pytest.mark.parametrize(("max_depth", "branching"), [(3, 6), (3, 4), (2, 7), (1, 40)])
+def test_random_tree_meets_its_leaf_count_within_its_depth(max_depth: int, branching: int) -> None:
+    """A shallow tree used to crash once every leaf sat at max_depth; it widens an inner node instead."""
+    from skillcore.synthetic import random_tree
+
+    for seed in range(10):
+        leaves = list(random_tree(40, max_depth=max_depth, branching=branching, seed=seed).leaves())
+        assert len(leaves) == 40 and max(len(leaf.path) for leaf in leaves) <= max_depth
+        assert len({leaf.path for leaf in leaves}) == 40
+
+
+def test_random_tree_refuses_an_impossible_leaf_count() -> None:
+    from skillcore.synthetic import random_tree
+
+    with pytest.raises(ValueError, match="at most 36 leaves"):
+        random_tree(40, max_depth=2, branching=6)

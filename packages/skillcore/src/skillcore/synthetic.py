@@ -22,16 +22,30 @@ def random_tree(n_leaves: int, *, branching: int = 6, max_depth: int = 12, seed:
         counter += 1
         return SkillNode(f"Skill {counter} at depth {depth}: applying a method", f"description {counter}")
 
+    if n_leaves > branching**max_depth:
+        raise ValueError(
+            f"a tree of depth {max_depth} with at most {branching} children per node has at most "
+            f"{branching**max_depth} leaves, not {n_leaves}"
+        )
     leaves: list[tuple[SkillNode, int]] = [(root, 0)]
+    inner: list[tuple[SkillNode, int]] = []
     n = 1
     while n < n_leaves:
         splittable = [i for i, (_, d) in enumerate(leaves) if d < max_depth]
+        if not splittable:  # every leaf is at max_depth: widen an inner node that has room instead
+            room = [(nd, d) for nd, d in inner if len(nd.children) < branching]
+            node, depth = room[int(rng.integers(len(room)))]
+            node.children.append(new(depth + 1))
+            leaves.append((node.children[-1], depth + 1))
+            n += 1
+            continue
         pick = int(
             rng.choice(splittable[: max(1, len(splittable) // 2)] if rng.random() < 0.3 else splittable)
         )
         node, depth = leaves.pop(pick)
         k = min(int(rng.integers(2, branching + 1)), n_leaves - n + 1)
         node.children = [new(depth + 1) for _ in range(k)]
+        inner.append((node, depth))
         leaves.extend((c, depth + 1) for c in node.children)
         n += k - 1
     return SkillTree(root)
