@@ -257,7 +257,8 @@ def bootstrap(
         "source": "shipped" if shipped else "trained",
     }
     if not register:
-        train = train if shipped else _train_base(out, cfg, progress)
+        if not shipped:
+            train = _train_base(out, cfg, progress)
         return BootstrapResult(
             model_dir=out,
             skipped=False,
@@ -276,13 +277,8 @@ def bootstrap(
                     mlflow.log_metric("train_loss", loss, step=step)
 
             train = _train_base(out, cfg, progress, on_step=on_step, log_corpus=log_dataset)
-        mlflow.log_metrics(
-            {
-                k: float(train[k])
-                for k in ("seconds", "final_loss", "tokens_seen", "n_parameters")
-                if k in train
-            }
-        )
+        names = {"seconds": "train_seconds", "final_loss": "final_loss", "tokens_seen": "tokens_seen"}
+        mlflow.log_metrics({names.get(k, k): float(train[k]) for k in (*names, "n_parameters") if k in train})
         log_json(
             {"tiers": leaf_tiers(), "chat": chat_weights(), "textbook": textbook_weights()},
             "bootstrap_mix.json",
