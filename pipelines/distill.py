@@ -368,7 +368,7 @@ def stage_train(
         log_json({"format": stats, "result": result}, "train/summary.json")
         run_id = run.info.run_id
     ctx.record(
-        f"train:{strategy}-{variant}", steps=result.steps, loss=round(result.train_loss, 4),
+        f"train:{strategy}-{variant}", preset=preset, steps=result.steps, loss=round(result.train_loss, 4),
         seconds=round(result.seconds, 1), reused=result.skipped, resumed=result.resumed_from is not None,
     )  # fmt: skip
     return {

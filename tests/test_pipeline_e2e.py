@@ -274,3 +274,38 @@ def test_bad_inputs_fail_before_any_stage_runs(tmp_path):
         assert result.returncode == 2, (extra, result.stderr[-2000:])
         assert message in " ".join(result.stderr.split()), (extra, result.stderr[-2000:])
     assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_demo_defaults_register_the_shipped_student_and_train_with_the_cpu_demo_preset(tmp_path):
+    """What `make demo` runs (no --student, no presets), on a small world: the base student is the one
+    shipped with skillworld, and training uses the cpu-demo preset file the world was calibrated with."""
+    from distill.sft import load_sft_settings
+    from skillworld.bootstrap import verify_shipped
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    workdir = tmp_path / "run"
+    args = [
+        "--registry-model", "demo-defaults", "--workdir", str(workdir), "--pool-size", "120",
+        "--suite-size", "3", "--profile-limit", "24", "--k", "16", "--max-new-tokens", "64",
+    ]  # fmt: skip
+    result = run_pipeline(args, uri, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = json.loads((workdir / "summary.json").read_text())["stages"]
+    assert (
+        stages["student"]["source"] == "shipped"
+        and stages["student"]["model"] == "models:/qwen3-tiny-base@base"
+    )
+    train = stages["train:skill-skill"]
+    assert train["preset"] == "cpu-demo"
+    settings = load_sft_settings("cpu-demo")
+    assert train["steps"] == settings.num_train_epochs  # 16 examples = one batch of 16 per epoch
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    base = client.get_model_version_by_alias("qwen3-tiny-base", "base")
+    assert base.tags["model_sha256"] == verify_shipped()["sha256"]["model.safetensors"]
+    trained = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`skilldistill.stage` = 'train'",
+    )
+    assert len(trained) == 1
+    assert float(trained[0].data.params["sft.learning_rate"]) == settings.learning_rate
