@@ -103,10 +103,11 @@ def skill_naming(folder: Path) -> dict[str, float]:
     """For a skill-aware student's probe answers: how often the Skills block names the probe's own leaf,
     and the accuracy when it does and when it names another."""
     from skillcore import CHAIN_SEPARATOR, read_jsonl
+    from skillworld.probes import probe_problems
 
     probe_dir = folder / "probe" / "probe"
     status = {r["unique_id"]: r["status"] for r in read_jsonl(probe_dir / "verdicts.jsonl")}
-    leaf_of = {p.unique_id: p.chains[0][-1] for p in probe_problems_cached()}
+    leaf_of = {p.unique_id: p.chains[0][-1] for p in probe_problems()}
     named = {True: [0, 0], False: [0, 0]}
     for row in read_jsonl(probe_dir / "attempts.jsonl"):
         lines = row["response"].split("Skills:\n", 1)
@@ -120,12 +121,6 @@ def skill_naming(folder: Path) -> dict[str, float]:
         "accuracy_when_right": named[True][0] / max(1, named[True][1]),
         "accuracy_when_wrong": named[False][0] / max(1, named[False][1]),
     }
-
-
-def probe_problems_cached() -> list[Any]:
-    from skillworld.probes import probe_problems
-
-    return probe_problems()
 
 
 def part_tiers(base: Path, out: Path) -> dict[str, float]:

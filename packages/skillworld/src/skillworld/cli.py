@@ -94,7 +94,7 @@ def bootstrap(
     """Put the tiny Qwen3 base student in --out, log it to MLflow and register it.
 
     With the default settings this is the student shipped with the package (verified against its
-    digests); --retrain, or any other setting, trains one from scratch (about nine minutes at one thread
+    digests); --retrain, or any other setting, trains one from scratch (11-13 minutes at one thread
     for the default corpus) and reports whether it matches the shipped one bit for bit."""
     import json
 

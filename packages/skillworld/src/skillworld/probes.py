@@ -12,23 +12,26 @@ the training side (never a probe question).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from skillcore import TaggedProblem
 
-from skillworld.world import Mix, iter_world_problems, leaf_names, to_record
+from skillworld.world import Mix, Side, WorldProblem, iter_world_problems, leaf_names, to_record
 
 # The suites' operand levels, pooled (see ``world.SUITES``).
 PROBE_LEVELS: Mapping[int, float] = {1: 0.4, 2: 0.4, 3: 0.2}
 
 
-def _one_skill(leaf: str, seed: int | str, side: str, n: int, prefix: str) -> list[TaggedProblem]:
-    stream = iter_world_problems(
-        Mix(n_skills={1: 1.0}, levels=PROBE_LEVELS, leaf_weights={leaf: 1.0}),
-        seed,
-        side,  # type: ignore[arg-type]
+def _one_skill_stream(leaf: str, seed: str, side: Side) -> Iterator[WorldProblem]:
+    """One-skill problems of ``leaf`` at the suites' levels, from one side of the partition."""
+    return iter_world_problems(
+        Mix(n_skills={1: 1.0}, levels=PROBE_LEVELS, leaf_weights={leaf: 1.0}), seed, side
     )
+
+
+def _one_skill(leaf: str, seed: str, side: Side, n: int, prefix: str) -> list[TaggedProblem]:
+    stream = _one_skill_stream(leaf, seed, side)
     meta_rng = random.Random(f"skillworld:{prefix}-meta:{seed}")
     seen: set[str] = set()
     out: list[TaggedProblem] = []
@@ -59,11 +62,7 @@ def focus_problems(leaves: Sequence[str], per_leaf: int, seed: int = 0) -> list[
     """``per_leaf`` one-skill training-side problems of each leaf (repeats allowed where the space is small)."""
     out: list[TaggedProblem] = []
     for leaf in leaves:
-        stream = iter_world_problems(
-            Mix(n_skills={1: 1.0}, levels=PROBE_LEVELS, leaf_weights={leaf: 1.0}),
-            f"focus:{seed}:{leaf}",
-            "train",
-        )
+        stream = _one_skill_stream(leaf, f"focus:{seed}:{leaf}", "train")
         meta_rng = random.Random(f"skillworld:focus-meta:{seed}:{leaf}")
         out.extend(
             to_record(next(stream), f"focus-{leaf}-{i:04d}", "focus", meta_rng) for i in range(per_leaf)

@@ -33,11 +33,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("SKILLWORLD_CACHE", Path.home() / ".cache" / "skillworld"))
 
 
+def _package_root() -> Path:
+    return Path(str(resources.files("skillworld")))
+
+
 def _source_files() -> list[Path]:
     """Every file of the skillworld package that can shape a trained student: the training loop, the
     tokenizer, the generators, the world and its data (this file included)."""
-    root = Path(str(resources.files("skillworld")))
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".json"})
+    return sorted(p for p in _package_root().rglob("*") if p.is_file() and p.suffix in {".py", ".json"})
 
 
 def _cache_key(seed: int) -> str:
@@ -49,9 +52,8 @@ def _cache_key(seed: int) -> str:
 
     extra = {"v": QUICK_STUDENT_VERSION, "seed": seed, "model": QUICK_MODEL_CONFIG, "train": QUICK_TRAIN}
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
-    root = Path(str(resources.files("skillworld")))
     for path in _source_files():
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+        digest.update(str(path.relative_to(_package_root())).encode() + b"\0" + path.read_bytes())
     digest.update(f"{torch.__version__}/{transformers.__version__}/{tokenizers.__version__}".encode())
     return digest.hexdigest()[:16]
 
