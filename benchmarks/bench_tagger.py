@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from skilltagger.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged
-from skilltagger.cache import TagCache
+from skilltag.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged
+from skilltag.cache import TagCache
+from skilltag.engine import TaggingEngine
+from skilltag.quality import leaf_prf
 from skilltagger.client import TaggerClient
-from skilltagger.engine import TaggingEngine
-from skilltagger.quality import leaf_prf
 from skilltagger.server import TaggerServer
 from skillworld import generate_pool, world_tree
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 from skillcore import SkillTree, TaggedProblem
-from skilltagger.backends.embedding import (
+from skilltag.backends.embedding import (
     EmbeddingBackend,
     EmbeddingConfig,
     exemplars_from_tagged,
     split_segments,
 )
-from skilltagger.cache import TagCache
-from skilltagger.engine import ProblemInput, TaggingEngine, solution_summary, tagged_problem
-from skilltagger.testing import PROBLEMS, small_problems
+from skilltag.cache import TagCache
+from skilltag.engine import ProblemInput, TaggingEngine, solution_summary, tagged_problem
+from skilltag.testing import PROBLEMS, small_problems
 
 FAST = EmbeddingConfig(threads=1)  # one torch thread: much faster on a busy 2-core machine
 
@@ -118,7 +118,7 @@ def test_tagged_problem_keeps_record_and_adds_provenance(tree: SkillTree) -> Non
 
 def test_factory_builds_engines_from_settings(tmp_path: Path, tree_file: Path) -> None:
     from skillcore import write_jsonl
-    from skilltagger.factory import EngineSettings, build_engine, load_tree
+    from skilltag.factory import EngineSettings, build_engine, load_tree
 
     rows = [
         {**{k: v for k, v in r.items() if k != "metadata"}, "chains": [r["metadata"]["gold_chain"]]}
@@ -136,13 +136,15 @@ def test_factory_builds_engines_from_settings(tmp_path: Path, tree_file: Path) -
     assert engine.cache is not None and engine.tree_hash == small_tree_hash(tree_file)
     assert len(engine.backend.exemplars) == len(PROBLEMS)  # type: ignore[attr-defined]
     assert engine.tag(small_problems(2))[0].chains
-    assert load_tree("world").n_leaves > 10
+    assert load_tree(str(tree_file)).n_leaves == len(PROBLEMS)
     with pytest.raises(ValueError, match="unknown backend"):
         build_engine(EngineSettings(tree=str(tree_file), backend="nope"))
     with pytest.raises(ValueError, match="--openai-url"):
         build_engine(EngineSettings(tree=str(tree_file), backend="openai"))
     with pytest.raises(FileNotFoundError, match="skill tree file not found"):
         load_tree(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="skill tree file not found: world"):
+        load_tree("world")  # a path only: the library knows no offline world
 
 
 def small_tree_hash(path: Path) -> str:

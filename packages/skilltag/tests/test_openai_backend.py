@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 from skillcore import SkillTree
-from skilltagger.backends.openai_chat import (
+from skilltag.backends.openai_chat import (
     OpenAIBackend,
     OpenAIConfig,
     build_messages,
     parse_choice,
     response_schema,
 )
-from skilltagger.client import TaggerClient
-from skilltagger.engine import TaggingEngine
-from skilltagger.testing import free_port, running_server, small_problems
+from skilltag.engine import TaggingEngine
+from skilltag.testing import free_port, small_problems
 
 NAMES = ["Algebra", "Geometry", "Number theory"]
 
@@ -71,9 +70,7 @@ def test_openai_backend_against_transformers_serve(tiny_student_dir: Path, tree:
                 request_timeout=120,
             )
         )
-        engine = TaggingEngine(tree, backend)
-        with running_server(engine) as address, TaggerClient.from_address(address, timeout=300) as client:
-            results = client.tag(small_problems(3))
+        results = TaggingEngine(tree, backend).tag(small_problems(3))
         backend.close()
     assert [r.id for r in results] == ["q0", "q1", "q2"]
     for r in results:

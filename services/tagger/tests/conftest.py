@@ -1,4 +1,4 @@
-"""Fixtures for the tagger tests: the small hand-written tree, an engine with a cache, a live server."""
+"""Fixtures for the service tests: the small hand-written tree, an engine with a cache, a live server."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from skillcore import SkillTree
-from skilltagger.backends.embedding import EmbeddingBackend, EmbeddingConfig
-from skilltagger.cache import TagCache
-from skilltagger.engine import TaggingEngine
-from skilltagger.testing import SMALL_TREE, running_server, small_tree
+from skilltag.backends.embedding import EmbeddingBackend, EmbeddingConfig
+from skilltag.cache import TagCache
+from skilltag.engine import TaggingEngine
+from skilltag.testing import SMALL_TREE, small_tree
+from skilltagger.testing import running_server
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,16 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import mlflow
 from skillcore import TaggedProblem, read_jsonl, write_jsonl
-from skilltagger import TaggingEngine, tag_records
+from skilltag import TaggingEngine, tag_records
+from skilltag.testing import free_port, small_problems
 from skilltagger.cli import app
 from skilltagger.client import TaggerClient
-from skilltagger.testing import free_port, running_server, small_problems
+from skilltagger.testing import running_server
 from typer.testing import CliRunner
 
 CLI = [sys.executable, "-m", "skilltagger.cli"]
@@ -164,3 +166,30 @@ def test_tag_through_a_running_server_from_an_hf_folder(tmp_path: Path, engine: 
     assert all(r["chains"] and r["metadata"]["tagger"]["backend"] == "embedding" for r in rows)
     assert [t.chains for t in tagged] == [r["chains"] for r in rows]
     assert json.loads(result.stdout.strip().splitlines()[-1])["n_problems"] == 9
+
+
+def test_tree_option_is_a_file_or_world_and_never_silent(tmp_path: Path, engine: TaggingEngine) -> None:
+    from skillworld import world_tree
+
+    source = tmp_path / "pool.jsonl"
+    write_jsonl(source, small_problems(2))
+    runner = CliRunner()
+
+    def tag(output: str, *options: str) -> Any:
+        return runner.invoke(app, ["tag", str(source), str(tmp_path / output), "--no-mlflow", *options])
+
+    assert runner.invoke(app, ["serve"]).exit_code == 2  # --tree is required
+    missing = tag("a.jsonl")
+    assert missing.exit_code == 2 and "skill tree is needed" in missing.output
+    not_found = tag("b.jsonl", "--tree", str(tmp_path / "nope.json"))
+    assert not_found.exit_code == 2 and "not found" in not_found.output
+
+    world = tag("world.jsonl", "--tree", "world", "--threads", "1")
+    assert world.exit_code == 0, world.output
+    assert json.loads(world.stdout.strip().splitlines()[-1])["n_leaves"] == world_tree().n_leaves
+    rows = list(read_jsonl(tmp_path / "world.jsonl"))
+    assert {r["metadata"]["tagger"]["tree_hash"] for r in rows} == {world_tree().content_hash()}
+
+    with running_server(engine) as address:  # the service serves the small tree, not the world's
+        other = tag("c.jsonl", "--server", address, "--tree", "world")
+    assert other.exit_code == 2 and "another tree" in other.output

@@ -11,13 +11,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from skillcore import SkillTree
+from skilltag.backends.openai_chat import OpenAIBackend, OpenAIConfig
+from skilltag.engine import TaggingEngine
+from skilltag.testing import free_port, small_problems
 from skilltagger._generated import tagging_pb2 as pb
 from skilltagger._generated import tagging_pb2_grpc as pb_grpc
-from skilltagger.backends.openai_chat import OpenAIBackend, OpenAIConfig
 from skilltagger.client import TaggerClient, parse_address
-from skilltagger.engine import TaggingEngine
 from skilltagger.server import ServerLimits
-from skilltagger.testing import free_port, running_server, small_problems
+from skilltagger.testing import running_server
 
 
 @pytest.fixture()

@@ -1,16 +1,17 @@
-"""skilltagger: attribute problems to skill chains (engine, backends, SQLite cache, gRPC server, client, CLI).
+"""skilltag: attribute problems to skill chains (attribution engine, backends, SQLite cache, quality).
 
-In-process::
+The tagging core, a library: the gRPC service ``skilltagger`` (services/tagger) wraps it, and the
+pipeline runs it in-process::
 
     engine = TaggingEngine(tree, EmbeddingBackend(exemplars=...), TagCache("tags.sqlite"))
     results = engine.tag(problems)
 
-Through the service::
+or from plain settings (``skilltag.factory``)::
 
-    with TaggerClient.from_address("grpc://127.0.0.1:50051") as client:
-        results = client.tag(problems)
+    engine = build_engine(EngineSettings(tree="tree.json", cache="tags.sqlite", exemplars="labelled.jsonl"))
 
-Either way ``tag_records(records, tagger)`` gives skillcore TaggedProblems.
+``tag_records(records, tagger)`` gives skillcore TaggedProblems from anything with a ``tag`` method of
+the ``Tagger`` protocol: an engine, or the service's ``TaggerClient``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any, Protocol
 
 from skillcore import PoolProblem, TaggedProblem, map_record
 
-from skilltagger.cache import TagCache
-from skilltagger.engine import (
+from skilltag.cache import TagCache
+from skilltag.engine import (
     Backend,
     BackendUnavailable,
     Choice,

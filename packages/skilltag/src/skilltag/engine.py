@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from skillcore import PoolProblem, SkillTree, TaggedProblem
 
-from skilltagger.cache import TagCache
+from skilltag.cache import TagCache
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 

@@ -9,27 +9,23 @@ from typing import Any
 
 from skillcore import SkillTree, read_jsonl
 
-from skilltagger.cache import TagCache
-from skilltagger.engine import Backend, TaggingEngine
+from skilltag.cache import TagCache
+from skilltag.engine import Backend, TaggingEngine
 
 BACKENDS = ("embedding", "openai")
 
 
 def load_tree(spec: str | Path) -> SkillTree:
-    """A tree file (JSON/YAML, nested or EvalTree format), or ``world`` for the offline world's tree."""
-    if str(spec) == "world":
-        from skillworld import world_tree
-
-        return world_tree()
+    """A skill tree file (JSON/YAML, nested or EvalTree format)."""
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"skill tree file not found: {path} (or pass 'world' for the offline world)")
+        raise FileNotFoundError(f"skill tree file not found: {path} (a JSON/YAML skill tree file is needed)")
     return SkillTree.load(path)
 
 
 @dataclass
 class EngineSettings:
-    tree: str = "world"
+    tree: str | Path  # a skill tree file (JSON/YAML), read by load_tree
     backend: str = "embedding"
     cache: str | None = None
     # embedding
@@ -46,7 +42,7 @@ class EngineSettings:
 
 def make_backend(settings: EngineSettings) -> Backend:
     if settings.backend == "embedding":
-        from skilltagger.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged
+        from skilltag.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged
 
         exemplars = None
         if settings.exemplars:
@@ -56,7 +52,7 @@ def make_backend(settings: EngineSettings) -> Backend:
             )
         return EmbeddingBackend(EmbeddingConfig(**settings.embedding_options), exemplars=exemplars)
     if settings.backend == "openai":
-        from skilltagger.backends.openai_chat import OpenAIBackend, OpenAIConfig
+        from skilltag.backends.openai_chat import OpenAIBackend, OpenAIConfig
 
         if not settings.openai_urls or not settings.openai_model:
             raise ValueError("the openai backend needs --openai-url (one or more) and --openai-model")

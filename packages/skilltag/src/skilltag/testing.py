@@ -1,11 +1,9 @@
-"""Helpers shared by the tests and benchmarks: a small hand-written tree, problems for it, a free port,
-and a real server running in a background thread."""
+"""Helpers shared by the tests (this library's and the tagging service's): a small hand-written tree,
+problems for it, and a free loopback port."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from skillcore import SkillTree
@@ -105,15 +103,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_server(engine: Any, **options: Any) -> Iterator[str]:
-    """Serve ``engine`` on a free loopback port; yields ``grpc://127.0.0.1:PORT``; stops on exit."""
-    from skilltagger.server import TaggerServer
-
-    server = TaggerServer(engine, host="127.0.0.1", port=free_port(), **options).start()
-    try:
-        yield server.address
-    finally:
-        server.stop(grace=1.0).wait()

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from skillcore import JsonlAppender, PoolProblem, iter_rows, map_record, read_jsonl
-
-from skilltagger.quality import tag_stats
+from skilltag.quality import tag_stats
 
 app = typer.Typer(help="Skill tagging: attribute problems to skill chains.", no_args_is_help=True)
 
-TreeOpt = Annotated[str, typer.Option(help="skill tree file (JSON/YAML) or 'world' for the offline world")]
+WORLD = "world"
+TREE_HELP = "skill tree file (JSON/YAML), or 'world' for the offline world's tree"
+TreeOpt = Annotated[str, typer.Option(help=TREE_HELP)]
 BackendOpt = Annotated[str, typer.Option(help="embedding (offline default) or openai")]
 ExemplarsOpt = Annotated[
     str | None, typer.Option(help="tagged JSONL; single-skill rows become exemplars (embedding backend)")
@@ -32,8 +35,28 @@ ModelOpt = Annotated[str, typer.Option("--openai-model", help="model name for th
 ThreadsOpt = Annotated[int, typer.Option(min=0, help="torch threads for the embedding model (0: default)")]
 
 
+@contextmanager
+def _tree_file(tree: str) -> Iterator[Path]:
+    """The tree file for the engine: TREE itself, or for 'world' the offline world's tree written to a
+    temporary file (the engine reads it once, when it is built)."""
+    if tree == WORLD:
+        from skillworld import world_tree
+
+        with tempfile.TemporaryDirectory(prefix="skilltagger-") as folder:
+            path = Path(folder) / "world-tree.json"
+            world_tree().save(path)
+            yield path
+        return
+    path = Path(tree)
+    if not path.is_file():
+        raise typer.BadParameter(
+            f"skill tree file not found: {path} (or pass '{WORLD}')", param_hint="--tree"
+        )
+    yield path
+
+
 def _settings(
-    tree: str,
+    tree: Path,
     backend: str,
     cache: str | None,
     exemplars: str | None,
@@ -41,7 +64,7 @@ def _settings(
     model: str,
     threads: int = 0,
 ) -> Any:
-    from skilltagger.factory import EngineSettings
+    from skilltag.factory import EngineSettings
 
     return EngineSettings(
         tree=tree,
@@ -58,7 +81,10 @@ def _settings(
 def tag(
     source: Annotated[str, typer.Argument(help="input JSONL or hf://owner/name[:split]")],
     output: Annotated[Path, typer.Argument(help="tagged JSONL (appended to; reruns resume)")],
-    tree: TreeOpt = "world",
+    tree: Annotated[
+        str | None,
+        typer.Option(help=f"{TREE_HELP}; required unless --server (then checked against the service's)"),
+    ] = None,
     backend: BackendOpt = "embedding",
     cache: Annotated[str | None, typer.Option(help="SQLite tag cache (default: OUTPUT.cache.sqlite)")] = None,
     exemplars: ExemplarsOpt = None,
@@ -76,9 +102,8 @@ def tag(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Tag every problem of SOURCE into OUTPUT; a killed run resumes where it stopped."""
+    from skilltag.engine import TagResult, tagged_problem
     from tqdm import tqdm
-
-    from skilltagger.engine import TagResult, tagged_problem
 
     cache = cache or str(output) + ".cache.sqlite"
     tag_batch: Any
@@ -86,13 +111,30 @@ def tag(
         from skilltagger.client import TaggerClient
 
         client = TaggerClient.from_address(server, batch_size=batch_size)
-        tree_obj = client.skill_tree().tree
+        served = client.skill_tree()
+        if tree is not None:
+            from skilltag.factory import load_tree
+
+            with _tree_file(tree) as path:
+                if load_tree(path).content_hash() != served.tree_hash:
+                    raise typer.BadParameter(
+                        f"the service at {server} serves another tree", param_hint="--tree"
+                    )
+        tree_obj = served.tree
         tag_batch = client.tag
         describe: dict[str, Any] = {"server": server}
     else:
-        from skilltagger.factory import build_engine
+        from skilltag.factory import build_engine
 
-        engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model, threads))
+        if tree is None:
+            raise typer.BadParameter(
+                f"a skill tree is needed: a file (JSON/YAML) or '{WORLD}', unless --server",
+                param_hint="--tree",
+            )
+        with _tree_file(tree) as path:
+            engine = build_engine(
+                _settings(path, backend, cache, exemplars, openai_url, openai_model, threads)
+            )
         tree_obj = engine.tree
         tag_batch = engine.tag
         describe = engine.describe()
@@ -173,7 +215,7 @@ def _log_mlflow(source: str, output: Path, stats: dict[str, Any], describe: dict
 
 @app.command()
 def serve(
-    tree: TreeOpt = "world",
+    tree: TreeOpt,
     backend: BackendOpt = "embedding",
     host: Annotated[str, typer.Option(help="bind address (loopback unless told otherwise)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 50051,
@@ -187,10 +229,12 @@ def serve(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Serve SkillTagger (plus grpc.health.v1 and reflection) until SIGTERM/SIGINT, then drain."""
-    from skilltagger.factory import build_engine
+    from skilltag.factory import build_engine
+
     from skilltagger.server import ServerLimits, TaggerServer
 
-    engine = build_engine(_settings(tree, backend, cache, exemplars, openai_url, openai_model, threads))
+    with _tree_file(tree) as path:
+        engine = build_engine(_settings(path, backend, cache, exemplars, openai_url, openai_model, threads))
     server = TaggerServer(
         engine, host=host, port=port, workers=workers, limits=ServerLimits(max_problems_per_call=max_problems)
     ).start()

@@ -17,10 +17,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skillcore import PoolProblem, SkillTree
+from skilltag.engine import ProblemInput, TagResult
 
 from skilltagger._generated import tagging_pb2 as pb
 from skilltagger._generated import tagging_pb2_grpc as pb_grpc
-from skilltagger.engine import ProblemInput, TagResult
 
 ProblemLike = ProblemInput | PoolProblem | Mapping[str, Any]
 

@@ -18,9 +18,9 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from skilltag.engine import BackendUnavailable, DeadlineExceeded, ProblemInput, TaggingEngine, TagResult
 
 from skilltagger._generated import tagging_pb2 as pb
-from skilltagger.engine import BackendUnavailable, DeadlineExceeded, ProblemInput, TaggingEngine, TagResult
 
 log = logging.getLogger(__name__)
 

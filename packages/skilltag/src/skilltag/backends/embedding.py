@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from skillcore import PoolProblem, SkillTree, TaggedProblem
 
-from skilltagger.engine import SOLUTION_MARK, Choice, NodeQuery, ProblemInput, problem_text
+from skilltag.engine import SOLUTION_MARK, Choice, NodeQuery, ProblemInput, problem_text
 
 Aggregate = Literal["max", "mean"]
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import openai
 from skillcore import SkillTree
 
-from skilltagger.engine import BackendUnavailable, Choice, DeadlineExceeded, NodeQuery
+from skilltag.engine import BackendUnavailable, Choice, DeadlineExceeded, NodeQuery
 
 Structured = Literal["json_schema", "json_object", "none"]
 PROMPT_VERSION = "v1"
