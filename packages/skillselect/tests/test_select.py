@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -147,13 +149,20 @@ def test_bad_config_and_missing_inputs(tree, records, pool):
 
 
 @pytest.mark.parametrize("strategy", ["skill", "skill-match", "random", "balanced"])
-def test_correct_portion_is_exact(tree, pool, strategy):
+def test_correct_portion_is_exact(tree, records, pool, strategy):
+    # student-correct from the verdicts themselves: more than half of a problem's attempts correct
+    _, verdicts = records
+    tally: dict[str, list[int]] = {}
+    for v in verdicts:
+        tally.setdefault(v.unique_id, []).append(int(v.correct))
+    correct = {uid for uid, hits in tally.items() if 2 * sum(hits) > len(hits)}
     sel = select(pool, tree, k=21, strategy=strategy, correct_portion=1 / 3)
-    correct = pool.correct_mask()
-    flags = [bool(correct[pool.index_of(u)]) for u in sel.unique_ids]
-    assert sum(flags) == 7 and sel.summary["n_selected_correct"] == 7
-    assert flags[:3].count(True) == 1  # interleaved, not all correct first
-    n_correct = int(correct.sum())
+    flags = [u in correct for u in sel.unique_ids]
+    assert sum(flags) == 7 and sel.summary["n_selected_correct"] == 7  # floor(21/3 + 1/2)
+    assert sel.summary["n_selected_wrong"] == 14 and set(sel.unique_ids) <= set(tally)
+    # every prefix of j picks holds floor(j/3 + 1/2) correct ones: interleaved, not all correct first
+    assert [sum(flags[:j]) for j in range(1, 22)] == [math.floor(j / 3 + 0.5) for j in range(1, 22)]
+    n_correct = len(correct)
     with pytest.raises(SelectionError, match="student-correct"):
         select(pool, tree, k=2 * n_correct + 2, strategy=strategy, correct_portion=0.5)
 
