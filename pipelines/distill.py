@@ -110,43 +110,71 @@ def make_profiler(cfg: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------- the recipe
+def shared_stages(st: Any, cfg: Any) -> dict[str, Any]:
+    """What every arm shares: the data, the student, the tags, the benchmarks, the profile."""
+    from skillpipe import stages
+
+    data = stages.data(st, cfg.data)
+    student = stages.student(st, cfg.student.model)
+    tagger = make_tagger(cfg, data, st)
+    try:
+        tagged = stages.tag(st, cfg.tag, data, tagger)
+        bench = stages.benchmarks(st, cfg.evaluate, data, tagger)
+    finally:
+        getattr(tagger, "close", lambda: None)()
+    verdicts = stages.profile(
+        st, cfg.profile, tagged, data.digest("tree"), data.path("tree"), student, make_profiler(cfg)
+    )
+    return {"data": data, "student": student, "tagged": tagged, "bench": bench, "verdicts": verdicts}
+
+
+def arm_stages(st: Any, cfg: Any, shared: dict[str, Any]) -> dict[str, Any]:
+    """One arm: select -> format -> train -> evaluate the fine-tuned student."""
+    from skillpipe import stages
+
+    student = shared["student"]
+    selected = stages.select(st, cfg.select, shared["tagged"], shared["verdicts"], shared["data"])
+    chosen = selected[cfg.select.strategy]
+    label = f"{cfg.select.strategy}-{'skill' if cfg.format.skill_aware else 'plain'}"
+    formatted = stages.format_examples(st, cfg.format, chosen, student, label)
+    trained = stages.train(st, cfg.train, formatted, student, label, cfg.format)
+    tuned = stages.evaluate(
+        st,
+        cfg.evaluate,
+        cfg.engine,
+        shared["bench"],
+        str(trained.path("model")),
+        trained.digest("model"),
+        label,
+    )
+    return {"label": label, "selected": chosen, "trained": trained, "tuned": tuned}
+
+
 def run_pipeline(cfg: Any) -> dict[str, Any]:
     """Every stage, in order, under one MLflow parent run; returns the summary written to the workdir."""
-    from skillcore.tracking import log_json, pipeline_run, tracking_store
+    from skillcore.tracking import log_json, pipeline_run
     from skillpipe import stages
 
     st = stages.Stages(cfg.resolved_workdir(), seed=cfg.seed, notify=_print_stage)
-    name = cfg.register.name
+    name = cfg.registry.name
     with pipeline_run(
         f"distill:{name}", params=_run_params(cfg), tags={"skilldistill.pipeline": "distill"}
     ) as run:
         log_json(cfg.dump(), "pipeline/config.json")
-        data = stages.data(st, cfg.data)
-        student = stages.student(st, cfg.student.model)
-        tagger = make_tagger(cfg, data, st)
-        try:
-            tagged = stages.tag(st, cfg.tag, data, tagger)
-            bench = stages.benchmarks(st, cfg.evaluate, data, tagger)
-        finally:
-            getattr(tagger, "close", lambda: None)()
-        verdicts = stages.profile(
-            st, cfg.profile, tagged, data.digest("tree"), data.path("tree"), student, make_profiler(cfg)
+        shared = shared_stages(st, cfg)
+        student = shared["student"]
+        base = stages.evaluate(
+            st, cfg.evaluate, cfg.engine, shared["bench"], student.ref, student.fingerprint, "base"
         )
-        selected = stages.select(st, cfg.select, tagged, verdicts, data)[cfg.select.strategy]
-        arm = f"{cfg.select.strategy}-{'skill' if cfg.format.skill_aware else 'plain'}"
-        formatted = stages.format_examples(st, cfg.format, selected, student, arm)
-        trained = stages.train(st, cfg.train, formatted, student, arm, cfg.format)
-        base = stages.evaluate(st, cfg.evaluate, cfg.engine, bench, student.ref, student.fingerprint, "base")
-        tuned = stages.evaluate(
-            st, cfg.evaluate, cfg.engine, bench, str(trained.path("model")), trained.digest("model"), arm
-        )
-        stages.analysis(st, arm, data, bench, base, tuned, selected)
+        arm = arm_stages(st, cfg, shared)
+        trained, tuned = arm["trained"], arm["tuned"]
+        stages.analysis(st, arm["label"], shared["data"], shared["bench"], base, tuned, arm["selected"])
         lineage = {
             "skilldistill.base_model": student.ref,
             "skilldistill.strategy": cfg.select.strategy,
             "skilldistill.skill_aware": cfg.format.skill_aware,
             "skilldistill.preset": cfg.train.preset,
-            "skilldistill.selection_run_id": selected.info["run_id"],
+            "skilldistill.selection_run_id": arm["selected"].info["run_id"],
             "skilldistill.train_run_id": trained.info["run_id"],
             "skilldistill.train_dataset_digest": trained.info["dataset_digest"],
             "eval.base_average": base.info["average"],
@@ -158,19 +186,106 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
                 f"student ({base.info['average']:.1%}) on the benchmarks",
                 fg="yellow",
             )
-        reused = sorted(k for k, v in st.records.items() if v.get("reused") and "key" in v)
-        import mlflow
+        summary = _finish(st, cfg, run)
+    _where_to_look(run, st.workdir / "summary.json")
+    return summary
 
-        mlflow.set_tag("skilldistill.reused_stages", ",".join(reused)[:5000] or "-")
-        log_json(st.records, "pipeline/stages.json")
-        summary = {"run_id": run.info.run_id, "config": cfg.dump(), "stages": st.records}
-        summary_path = st.workdir / "summary.json"
-        summary_path.write_text(json.dumps(summary, indent=1, default=str))
+
+def run_comparison(cfg: Any, arms: list[Any], seeds: list[int]) -> dict[str, Any]:
+    """The arms x seeds on one pool, profile and student: one parent run, a nested run per arm and seed
+    (params and eval metrics side by side in the MLflow compare view), the results table, the paired
+    differences against random SFT and the per-skill gains as files and artifacts. Nothing is registered."""
+    import mlflow
+    from skillcore.tracking import pipeline_run
+    from skillpipe import compare, stages
+
+    st = stages.Stages(cfg.resolved_workdir(), seed=cfg.seed, notify=_print_stage)
+    name = cfg.registry.name
+    params = {**_run_params(cfg), "arms": ",".join(a.name for a in arms), "seeds": ",".join(map(str, seeds))}
+    with pipeline_run(f"compare:{name}", params=params, tags={"skilldistill.pipeline": "compare"}) as run:
+        from skillcore.tracking import log_json
+
+        log_json(cfg.dump(), "pipeline/config.json")
+        shared = shared_stages(st, cfg)
+        student = shared["student"]
+        base = stages.evaluate(
+            st, cfg.evaluate, cfg.engine, shared["bench"], student.ref, student.fingerprint, "base"
+        )
+        problems, _ = stages.read_benchmarks(shared["bench"])
+        chains = {b: {p.unique_id: p.chains for p in rows} for b, rows in problems.items()}
+
+        def scores(result: Any) -> Any:
+            return compare.problem_scores({b: stages.read_verdicts(result.dir / b) for b in problems})
+
+        runs = {}
+        for seed in seeds:
+            for arm in arms:
+                acfg = arm_config(cfg, arm, seed)
+                arm_params = {"arm": arm.name, "seed": seed, "select.strategy": arm.strategy,
+                              "format.skill_aware": arm.skill_aware, "select.temperature": acfg.select.temperature,
+                              "select.w_max": acfg.select.w_max, "select.k": acfg.select.k}  # fmt: skip
+                with pipeline_run(f"arm:{arm.name} s{seed}", params=arm_params,
+                                  tags={"skilldistill.compare": name, "skilldistill.arm": arm.name}):  # fmt: skip
+                    st.prefix = f"{arm.name} s{seed}/"
+                    done = arm_stages(st, acfg, shared)
+                    st.prefix = ""
+                    tuned = done["tuned"]
+                    mlflow.log_metrics({"eval/average": tuned.info["average"], "eval/base_average": base.info["average"],
+                                        **{f"eval/{b}": v for b, v in tuned.info["scores"].items()}})  # fmt: skip
+                runs[(arm.name, seed)] = scores(tuned)
+        out = st.workdir / "compare"
+        out.mkdir(parents=True, exist_ok=True)
+        table = compare.results_table(runs)
+        paired = compare.paired_table(runs)
+        gains = compare.skill_gain_table(runs, scores(base), chains)
+        table.to_csv(out / "results.csv", index=False)
+        paired.to_csv(out / "paired.csv", index=False)
+        gains.to_csv(out / "skill_gains.csv", index=False)
+        (out / "results.md").write_text(compare.results_markdown(table, paired, arms))
+        compare.plot_skill_gains(gains).savefig(out / "skill_gains.png", dpi=120, bbox_inches="tight")
+        for file in ("results.md", "results.csv", "paired.csv", "skill_gains.csv", "skill_gains.png"):
+            mlflow.log_artifact(str(out / file), artifact_path="compare")
+        mlflow.log_metrics({f"compare/{r['arm']}/vs_random": r["difference"] for _, r in paired.iterrows()})
+        typer.echo((out / "results.md").read_text())
+        summary = _finish(st, cfg, run)
+    _where_to_look(run, st.workdir / "summary.json")
+    return summary
+
+
+def arm_config(cfg: Any, arm: Any, seed: int) -> Any:
+    """The pipeline config of one arm and seed: its selection and targets; the seed draws the selection and
+    the training order (data, tags, profile and evaluation keep the config's own seed, so they are shared)."""
+    select = cfg.select.model_copy(
+        update={"strategy": arm.strategy, "seed": seed, "baselines": [], **arm.select}
+    )
+    return cfg.model_copy(
+        update={
+            "select": select,
+            "format": cfg.format.model_copy(update={"skill_aware": arm.skill_aware}),
+            "train": cfg.train.model_copy(update={"sft": cfg.train.sft.model_copy(update={"seed": seed})}),
+        }
+    )
+
+
+def _finish(st: Any, cfg: Any, run: Any) -> dict[str, Any]:
+    import mlflow
+    from skillcore.tracking import log_json
+
+    reused = sorted(k for k, v in st.records.items() if v.get("reused") and "key" in v)
+    mlflow.set_tag("skilldistill.reused_stages", ",".join(reused)[:5000] or "-")
+    log_json(st.records, "pipeline/stages.json")
+    summary = {"run_id": run.info.run_id, "config": cfg.dump(), "stages": st.records}
+    (st.workdir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _where_to_look(run: Any, summary_path: Path) -> None:
+    from skillcore.tracking import tracking_store
+
     typer.secho(f"done: MLflow run {run.info.run_id}; summary in {summary_path}", fg="green")
     uri = tracking_store().uri
     ui = uri if uri.startswith("http") else f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
     typer.secho(f"compare runs in the MLflow UI: {ui}", fg="green")
-    return summary
 
 
 def _print_stage(name: str, info: dict[str, Any]) -> None:
@@ -183,7 +298,7 @@ def _print_stage(name: str, info: dict[str, Any]) -> None:
 def _run_params(cfg: Any) -> dict[str, Any]:
     """The parent run's params: what the MLflow compare view should line up across calls."""
     return {
-        "preset": cfg.preset, "registry_model": cfg.register.name, "student": cfg.student.model or "tiny-qwen3",
+        "preset": cfg.preset, "registry_model": cfg.registry.name, "student": cfg.student.model or "tiny-qwen3",
         "seed": cfg.seed, "select.strategy": cfg.select.strategy, "select.k": cfg.select.k,
         "select.temperature": cfg.select.temperature, "select.w_max": cfg.select.w_max,
         "format.skill_aware": cfg.format.skill_aware, "format.placement": cfg.format.placement,
@@ -296,6 +411,14 @@ def main(
     seed: Annotated[int | None, typer.Option(help="Seed for every stage")] = None,
     tagger: Annotated[str | None, typer.Option(help="'in-process' or grpc://host:port")] = None,
     profiler: Annotated[str | None, typer.Option(help="'in-process' or http://host:port")] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Run the arms x seeds comparison instead (registers nothing)")
+    ] = False,
+    arms: Annotated[
+        str | None,
+        typer.Option(help="Comparison arms, comma-separated (default: the paper's four + paper weights)"),
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Comparison seeds, comma-separated")] = "0,1,2",
 ) -> None:
     """Run every stage, end to end, under one MLflow parent run."""
     import logging
@@ -307,7 +430,7 @@ def main(
     from skillpipe.config import dotted, merge
 
     flags = {
-        "register.name": registry_model, "workdir": str(workdir) if workdir else None, "student.model": student,
+        "registry.name": registry_model, "workdir": str(workdir) if workdir else None, "student.model": student,
         "data.pool": pool, "data.tree": tree, "select.k": budget, "select.strategy": strategy,
         "format.skill_aware": skill_aware, "engine.kind": engine, "engine.url": engine_url,
         "evaluate.benchmarks": [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None,
@@ -324,13 +447,25 @@ def main(
     if cfg.data.pool is None and cfg.student.model is None:  # the offline default must never reach a hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     check_inputs(cfg)
+    if compare:
+        from skillpipe.compare import parse_arms
+
+        try:
+            chosen, seed_list = parse_arms(arms), sorted({int(x) for x in seeds.split(",") if x.strip()})
+            if not seed_list:
+                raise ValueError("--seeds needs at least one seed")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--arms/--seeds") from exc
     from skillcore.tracking import resolve_tracking_uri, tracking_store
     from skillpipe.stages import PipelineInputError
 
     resolve_tracking_uri()
     typer.secho(f"{tracking_store().describe()}   workdir: {cfg.resolved_workdir()}", fg="green")
     try:
-        run_pipeline(cfg)
+        if compare:
+            run_comparison(cfg, chosen, seed_list)
+        else:
+            run_pipeline(cfg)
     except PipelineInputError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

@@ -1,4 +1,8 @@
-"""The pipeline end to end on a small offline world, as a user runs it: a subprocess, a real MLflow store."""
+"""The pipeline end to end on a small offline world, as a user runs it: a subprocess, a real MLflow store.
+
+The assertions check what the stages computed, not only that they ran: tagging quality against the world's
+held-back truth, that the skill selection leans on the profile's weak leaves more than random does, the
+trained arm's evaluation records, and which stages a rerun or a changed setting reuses."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,85 +22,169 @@ SCRIPT = ROOT / "pipelines" / "distill.py"
 
 
 def run_pipeline(args: list[str], tracking_uri: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "400",
+    }  # fmt: skip  (error boxes on one line: messages are matched whole)
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
 
 
+def message(result: subprocess.CompletedProcess[str]) -> str:
+    """stderr with the error box's borders and line breaks taken out."""
+    return " ".join(result.stderr.replace("│", " ").split())
+
+
+def stages_of(workdir: Path) -> dict[str, dict]:
+    return json.loads((workdir / "summary.json").read_text())["stages"]
+
+
+def out(stage: dict, name: str) -> Path:
+    """An output file of a finished stage, through its manifest."""
+    folder = Path(stage["dir"])
+    return folder / json.loads((folder / "manifest.json").read_text())["outputs"][name]
+
+
+def leaf_counts(tagged: Path, verdicts: Path) -> tuple[dict[str, float], dict[str, int]]:
+    """Per-leaf accuracy and problem counts over the judged problems, computed here from the profile's
+    verdicts and the tagged chains (a problem counts once per distinct leaf it reaches)."""
+    correct = {v["unique_id"]: v["status"] == "correct" for v in read_jsonl(verdicts)}
+    hits: dict[str, list[int]] = defaultdict(list)
+    for row in read_jsonl(tagged):
+        if row["unique_id"] in correct:
+            for leaf in {chain[-1] for chain in row["chains"]}:
+                hits[leaf].append(int(correct[row["unique_id"]]))
+    return {leaf: sum(v) / len(v) for leaf, v in hits.items()}, {leaf: len(v) for leaf, v in hits.items()}
+
+
+def target_shares(report: Path) -> dict[str, float]:
+    import csv
+
+    with report.open() as fh:
+        return {row["chain"].split("->")[-1]: float(row["target_share"]) for row in csv.DictReader(fh)}
+
+
 @pytest.mark.slow
-def test_pipeline_runs_every_stage_and_resumes(tmp_path, tiny_student_dir):
+def test_pipeline_runs_every_stage_reuses_them_and_reruns_what_a_change_touches(tmp_path, tiny_student_dir):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     workdir = tmp_path / "run"
-    args = [
-        "--registry-model", "e2e-student", "--workdir", str(workdir), "--student", str(tiny_student_dir),
-        "--pool-size", "240", "--suite-size", "5", "--profile-limit", "40", "--k", "12",
-        "--max-new-tokens", "96", "--batch-size", "20", "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo",
-    ]  # fmt: skip
+    args = ["--registry-model", "e2e-student", "--workdir", str(workdir), "--student", str(tiny_student_dir),
+            "--preset", "smoke"]  # fmt: skip
     first = run_pipeline(args, uri, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
-    summary = json.loads((workdir / "summary.json").read_text())
-    stages = summary["stages"]
-    assert {"data", "student", "tag", "profile", "select:skill", "select:random"} <= set(stages)
-    assert {"train:skill-skill", "evaluate:base", "evaluate:skill-skill", "register"} <= set(stages)
-    assert stages["tag"]["problems"] == 240 and stages["profile"]["problems"] == 40
-    assert stages["train:skill-skill"]["steps"] == 3  # 12 examples, batch 16, 3 epochs (cpu-demo)
+    stages = stages_of(workdir)
+    assert {"data", "student", "tag", "benchmarks", "profile", "select:skill", "select:random"} <= set(stages)
+    assert {"format:skill-skill", "train:skill-skill", "evaluate:base", "evaluate:skill-skill"} <= set(stages)
+    assert {"analysis:skill-skill", "register"} <= set(stages)
+    assert not any(s.get("reused") for s in stages.values())
+    # tagging: every pool problem, and leaf F1 against the world's held-back truth computed here
+    tagged = out(stages["tag"], "tagged")
+    truth = {r["unique_id"]: r["chains"] for r in read_jsonl(out(stages["data"], "truth"))}
+    rows = list(read_jsonl(tagged))
+    assert len(rows) == 240 and stages["tag"]["problems"] == 240
+    gold = {(r["unique_id"], c[-1]) for r in rows for c in truth[r["unique_id"]]}
+    pred = {(r["unique_id"], c[-1]) for r in rows for c in r["chains"]}
+    precision, recall = len(gold & pred) / len(pred), len(gold & pred) / len(gold)
+    assert stages["tag"]["leaf_f1"] == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-3)
+    assert stages["tag"]["leaf_f1"] > 0.8
+    # profiling: 40 answered; selection: both strategies draw 12 judged problems, aiming where their
+    # definitions say, and the skill strategy leans on the leaves this profile found weak
+    verdicts = out(stages["profile"], "verdicts")
+    judged = {r["unique_id"] for r in read_jsonl(verdicts)}
+    assert len(judged) == 40 and stages["profile"]["problems"] == 40
+    accuracy, counts = leaf_counts(tagged, verdicts)
+    for name in ("skill", "random"):
+        ids = [r["unique_id"] for r in read_jsonl(out(stages[f"select:{name}"], "selected"))]
+        assert len(ids) == 12 == len(set(ids)) and set(ids) <= judged
+    # the skill strategy aims at weights min(acc^-T, w_max^T) of this profile (T = 0.5, w_max = 10), random
+    # at the judged problems' own leaf shares: recomputed here, compared with each selection's report
+    weights = {leaf: min(acc**-0.5, 10**0.5) if acc > 0 else 10**0.5 for leaf, acc in accuracy.items()}
+    skill_target = target_shares(out(stages["select:skill"], "report") / "report.csv")
+    random_target = target_shares(out(stages["select:random"], "report") / "report.csv")
+    for leaf in accuracy:
+        assert skill_target[leaf] == pytest.approx(weights[leaf] / sum(weights.values()), abs=1e-9), leaf
+        assert random_target[leaf] == pytest.approx(counts[leaf] / sum(counts.values()), abs=1e-9), leaf
+    weak = [leaf for leaf, acc in accuracy.items() if acc < stages["profile"]["accuracy"]]
+    assert sum(skill_target[leaf] for leaf in weak) > sum(random_target[leaf] for leaf in weak)
+    # training: 12 examples, batch 16, 3 epochs (cpu-demo); targets carry the Skills block
+    assert stages["train:skill-skill"]["steps"] == 3
+    train_rows = list(read_jsonl(out(stages["format:skill-skill"], "train")))
+    assert len(train_rows) == 12 and all("Skills:" in r["messages"][-1]["content"] for r in train_rows)
+    # evaluation: the trained arm's per-problem records agree with its report and with the stage figures
+    report = json.loads(out(stages["evaluate:skill-skill"], "report").read_text())
+    assert set(report["benchmarks"]) == {"aime24", "aime25", "amc23", "math-l5", "olympiadbench"}
+    answers = Path(stages["evaluate:skill-skill"]["dir"])
+    for bench, score in report["benchmarks"].items():
+        records = list(read_jsonl(answers / bench / "problems.jsonl"))
+        bench_verdicts = list(read_jsonl(answers / bench / "verdicts.jsonl"))
+        assert len(records) == score["n_problems"] == 5 and len(bench_verdicts) == 5
+        assert stages["evaluate:skill-skill"]["scores"][bench] == pytest.approx(
+            sum(v["status"] == "correct" for v in bench_verdicts) / 5, abs=1e-6
+        )
+    assert (out(stages["analysis:skill-skill"], "figure")).stat().st_size > 5_000
     assert stages["register"]["model"] == "models:/e2e-student/1" and stages["register"]["champion"] is True
 
-    verdicts = {r["unique_id"] for r in read_jsonl(workdir / "profile" / "verdicts.jsonl")}
-    assert len(verdicts) == 40
-    for name in ("skill", "random"):
-        selected = list(read_jsonl(workdir / "select" / name / "selected.jsonl"))
-        assert len(selected) == 12 and {r["unique_id"] for r in selected} <= verdicts
-        assert all(r["chains"] for r in selected)
-
     client = MlflowClient(tracking_uri=uri)
+    summary = json.loads((workdir / "summary.json").read_text())
     parent = client.get_run(summary["run_id"])
-    assert parent.data.params["registry_model"] == "e2e-student"
+    assert parent.data.params["registry_model"] == "e2e-student" and parent.data.params["select.k"] == "12"
+    config_file = client.download_artifacts(parent.info.run_id, "pipeline/config.json", str(tmp_path))
+    assert json.loads(Path(config_file).read_text())["select"]["k"] == 12  # the resolved config is logged
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert {r.data.tags.get("skilldistill.stage") for r in children} >= {"data", "tag", "profile", "select"}
-    assert {r.info.run_name for r in children} >= {"select:skill", "select:random"}
+    names = {r.info.run_name for r in children}
+    assert names >= {"data", "tag", "profile", "select:skill", "select:random", "train:skill-skill"}
+    assert names >= {"evaluate:base", "evaluate:skill-skill", "analysis:skill-skill", "register"}
+    # each stage run carries its cache key
+    keyed = {r.info.run_name: r.data.tags.get("skilldistill.stage_key") for r in children}
+    assert (
+        keyed["tag"] == stages["tag"]["key"]
+        and keyed["train:skill-skill"] == stages["train:skill-skill"]["key"]
+    )
+    assert keyed["select:skill"] == stages["select:skill"]["key"]
     contexts = {
         {t.key: t.value for t in d.tags}.get("mlflow.data.context")
         for r in children
         for d in r.inputs.dataset_inputs
     }
-    assert {"pool", "tagged", "training", "evaluation"} <= contexts
-    assert {r.info.run_name for r in children} >= {"train:skill-skill", "evaluate:base", "register"}
-
-    # the fine-tuned student is registered with its lineage, as candidate and (first version) champion
+    assert {"pool", "tagged", "profiling", "training", "evaluation"} <= contexts
     version = client.get_model_version_by_alias("e2e-student", "candidate")
     assert client.get_model_version_by_alias("e2e-student", "champion").version == version.version
     train_run = next(r for r in children if r.info.run_name == "train:skill-skill")
     assert version.tags["skilldistill.train_run_id"] == train_run.info.run_id
+    assert version.tags["skilldistill.train_key"] == stages["train:skill-skill"]["key"]
     assert (
         version.tags["skilldistill.strategy"] == "skill"
         and version.tags["skilldistill.skill_aware"] == "True"
     )
-    report = json.loads((workdir / "evaluate" / "skill-skill" / "eval_report.json").read_text())
     assert float(version.tags["eval.average"]) == pytest.approx(report["headline"], abs=1e-6)
-    assert set(report["benchmarks"]) == {"aime24", "aime25", "amc23", "math-l5", "olympiadbench"}
-    assert all(b["n_problems"] == 5 for b in report["benchmarks"].values())
     assert "train/train_loss" in train_run.data.metrics  # the trainer's logs reach the stage run
-    assert (workdir / "analysis" / "skill-skill" / "skill_gains.png").stat().st_size > 5_000
-    trained_text = (workdir / "train").glob("skill-skill-*/train.jsonl")
-    assert all(
-        "Skills:" in json.loads(line)["messages"][-1]["content"] for f in trained_text for line in f.open()
-    )
 
-    # A rerun resumes: nothing regenerated, nothing re-tagged, no attempt repeated.
-    tagged_before = (workdir / "tag" / "tagged.jsonl").read_text()
+    # A rerun reuses every stage: same keys, nothing recomputed, nothing registered twice.
     second = run_pipeline(args, uri, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    again = json.loads((workdir / "summary.json").read_text())["stages"]
-    assert again["data"].get("resumed") is True
-    assert (workdir / "tag" / "tagged.jsonl").read_text() == tagged_before
-    assert sum(1 for _ in read_jsonl(workdir / "profile" / "attempts.jsonl")) == 40
-    assert again["train:skill-skill"]["reused"] is True and again["register"]["reused"] is True
-    assert len(client.search_model_versions("name='e2e-student'")) == 1  # not registered twice
+    again = stages_of(workdir)
+    cached = [name for name, s in stages.items() if "key" in s]
+    assert all(again[name]["reused"] and again[name]["key"] == stages[name]["key"] for name in cached)
+    assert again["register"]["reused"] is True
+    assert len(client.search_model_versions("name='e2e-student'")) == 1
+
+    # One selection setting changed: selection and what follows rerun; data, tagging, profiling and the
+    # base evaluation are reused.
+    third = run_pipeline([*args, "--set", "select.w_max=2"], uri, tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    changed = stages_of(workdir)
+    for name in ("data", "tag", "benchmarks", "profile", "evaluate:base", "select:random"):
+        assert changed[name]["reused"] and changed[name]["key"] == stages[name]["key"], name
+    for name in ("select:skill", "format:skill-skill", "train:skill-skill", "evaluate:skill-skill"):
+        assert not changed[name]["reused"] and changed[name]["key"] != stages[name]["key"], name
+    assert changed["register"]["model"] == "models:/e2e-student/2"
 
 
 def test_pipeline_rejects_a_pool_without_a_tree(tmp_path):
@@ -107,13 +196,15 @@ def test_pipeline_rejects_a_pool_without_a_tree(tmp_path):
         tmp_path,
     )
     assert result.returncode == 2
-    assert "--pool needs --tree" in result.stderr
+    assert "data.pool needs data.tree" in message(result)
 
 
 @pytest.mark.slow
 def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
-    """--tagger grpc://... and --profiler http://...: the same stages, served by the real services."""
+    """--tagger grpc://... and --profiler http://...: the same stages, served by the real services, whose
+    own records show the calls; a tagging service that serves another tree is refused."""
     from distill.testing import free_port, server_process
+    from skilltag.cache import TagCache
     from skilltagger.client import TaggerClient
     from skillworld import world_tree
 
@@ -136,6 +227,9 @@ def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
          "--cache", str(tmp_path / "tags.sqlite")],
         env=env, cwd=tmp_path,
     )  # fmt: skip
+    services = ["--tagger", f"grpc://127.0.0.1:{grpc_port}", "--profiler", f"http://127.0.0.1:{http_port}"]
+    small = ["--preset", "smoke", "--set", "data.world_pool_size=120", "--set", "profile.limit=24",
+             "--budget", "8", "--set", "evaluate.eval.limit=2"]  # fmt: skip
     try:
         with TaggerClient.from_address(f"grpc://127.0.0.1:{grpc_port}") as client:
             client.wait_ready(timeout=180)
@@ -145,27 +239,47 @@ def test_pipeline_through_the_running_services(tmp_path, tiny_student_dir):
         ):  # fmt: skip
             result = run_pipeline(
                 ["--registry-model", "svc", "--workdir", str(workdir), "--student", str(tiny_student_dir),
-                 "--pool-size", "120", "--suite-size", "5", "--profile-limit", "24", "--k", "8",
-                 "--max-new-tokens", "96", "--batch-size", "24", "--sft-preset", "cpu-demo",
-                 "--eval-preset", "cpu-demo", "--eval-limit", "2",
-                 "--tagger", f"grpc://127.0.0.1:{grpc_port}", "--profiler", f"http://127.0.0.1:{http_port}"],
+                 *small, *services],
+                f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
+            )  # fmt: skip
+            # a tree other than the one the service serves: refused before anything is tagged
+            subtree = world_tree().to_dict()
+            subtree["children"] = subtree["children"][:2]
+            (tmp_path / "other-tree.json").write_text(json.dumps(subtree))
+            pool = tmp_path / "pool.jsonl"
+            pool.write_text(
+                '{"unique_id": "a", "question": "1+1?", "solution": "2", "expected_answer": "2"}\n'
+            )
+            refused = run_pipeline(
+                ["--registry-model", "other", "--workdir", str(tmp_path / "other"), "--student",
+                 str(tiny_student_dir), "--pool", str(pool), "--tree", str(tmp_path / "other-tree.json"), *services],
                 f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
             )  # fmt: skip
     finally:
         tagger.terminate()
         tagger.wait(timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
-    stages = json.loads((workdir / "summary.json").read_text())["stages"]
+    stages = stages_of(workdir)
     assert stages["tag"]["problems"] == 120 and stages["profile"]["problems"] == 24
-    # The profiler service wrote the verdicts in its own work dir; selection read them from there.
+    # The tagging service's own cache holds a row for every pool problem it tagged (and the pipeline's
+    # in-process cache was never made).
+    with TagCache(tmp_path / "tags.sqlite") as cache:
+        assert len(cache) >= 120
+    assert not (workdir / "tag" / "cache.sqlite").exists()
+    # The profiler service wrote the verdicts in its own work dir; the stage copied them.
     verdict_files = list((tmp_path / "profiles").rglob("verdicts.jsonl"))
     assert len(verdict_files) == 1 and sum(1 for _ in read_jsonl(verdict_files[0])) == 24
-    assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 8
+    assert out(stages["profile"], "verdicts").read_text() == verdict_files[0].read_text()
+    assert stages["profile"]["service_dir"] == str(verdict_files[0].parent)
+    assert len(list(read_jsonl(out(stages["select:skill"], "selected")))) == 8
     assert stages["register"]["model"] == "models:/svc/1"
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "serves another skill tree" in message(refused)
+    assert not (tmp_path / "other" / "tag").exists()
 
 
 def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_student_dir):
-    """--pool/--tree/--pool-format: a corpus in OpenMathReasoning's fields, no offline world involved."""
+    """--pool/--tree with data.pool_format: a corpus in OpenMathReasoning's fields, no offline world."""
     from skillworld import generate_pool, world_tree
 
     world_tree().save(tmp_path / "tree.json")
@@ -187,29 +301,36 @@ def test_pipeline_on_a_user_pool_in_openmathreasoning_format(tmp_path, tiny_stud
     exemplars = tmp_path / "exemplars.jsonl"
     exemplars.write_text("".join(p.model_dump_json() + "\n" for p in generate_pool(300, seed=6)))
     workdir = tmp_path / "run"
+    base = ["--registry-model", "omr", "--workdir", str(workdir), "--pool", str(pool), "--tree",
+            str(tmp_path / "tree.json"), "--student", str(tiny_student_dir), "--preset", "smoke"]  # fmt: skip
     result = run_pipeline(
-        ["--registry-model", "omr", "--workdir", str(workdir), "--pool", str(pool), "--tree",
-         str(tmp_path / "tree.json"), "--pool-format", "openmathreasoning", "--exemplars", str(exemplars),
-         "--student", str(tiny_student_dir), "--profile-limit", "10", "--k", "4", "--max-new-tokens", "64",
-         "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo", "--benchmarks", "amc23",
-         "--benchmark-source", f"amc23={amc}", "--eval-limit", "4"],
+        [*base, "--set", "data.pool_format=openmathreasoning", "--set", f"data.exemplars={exemplars}",
+         "--set", "profile.limit=10", "--budget", "4", "--set", "profile.sampling.max_new_tokens=64",
+         "--benchmarks", "amc23", "--set", f"evaluate.sources.amc23={amc}", "--set", "evaluate.eval.limit=4"],
         f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    tagged = list(read_jsonl(workdir / "tag" / "tagged.jsonl"))
+    stages = stages_of(workdir)
+    tagged = list(read_jsonl(out(stages["tag"], "tagged")))
     assert len(tagged) == 30 and {r["question"] for r in tagged} == {r["problem"] for r in rows}
-    assert not (workdir / "world").exists()
-    assert len(list(read_jsonl(workdir / "select" / "skill" / "selected.jsonl"))) == 4
-    report = json.loads((workdir / "evaluate" / "base" / "eval_report.json").read_text())
+    assert "truth" not in stages["data"] and stages["data"]["source"] == str(pool)
+    assert len(list(read_jsonl(out(stages["select:skill"], "selected")))) == 4
+    report = json.loads(out(stages["evaluate:base"], "report").read_text())
     assert list(report["benchmarks"]) == ["amc23"] and report["benchmarks"]["amc23"]["n_problems"] == 4
     # the benchmark carried no chains: the tagger attributed them, so the per-skill analysis exists
-    assert (workdir / "analysis" / "skill-skill" / "skill_gains.csv").is_file()
-    bad = run_pipeline(
-        ["--registry-model", "omr", "--pool", str(pool), "--tree", str(tmp_path / "tree.json"),
-         "--pool-format", "nope"],
+    assert out(stages["analysis:skill-skill"], "gains").is_file()
+
+    # bad input: an unknown pool format, a row without a question (named by its line)
+    bad = run_pipeline([*base, "--set", "data.pool_format=nope"], f"sqlite:///{tmp_path}/mlflow.db", tmp_path)
+    assert bad.returncode == 2 and "data.pool_format must be one of" in bad.stderr
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(pool.read_text() + '{"generated_solution": "x", "expected_answer": "1"}\n')
+    missing = run_pipeline(
+        [*base[:4], "--pool", str(broken), *base[6:], "--set", "data.pool_format=openmathreasoning"],
         f"sqlite:///{tmp_path}/mlflow.db", tmp_path,
     )  # fmt: skip
-    assert bad.returncode == 2 and "--pool-format must be one of" in bad.stderr
+    assert missing.returncode == 2, missing.stderr[-2000:]
+    assert f"{broken} row 31" in message(missing)
 
 
 @pytest.mark.slow
@@ -221,10 +342,10 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
     workdir = tmp_path / "run"
     args = [
         "--registry-model", "stopped", "--workdir", str(workdir), "--student", str(tiny_student_dir),
-        "--pool-size", "200", "--suite-size", "3", "--profile-limit", "192", "--k", "8",
-        "--max-new-tokens", "96", "--batch-size", "16", "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo",
+        "--preset", "smoke", "--set", "data.world_pool_size=200", "--set", "data.world_suite_size=3",
+        "--set", "profile.limit=192", "--budget", "8", "--set", "engine.batch_size=16",
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         cwd=tmp_path,
@@ -232,8 +353,11 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    attempts = workdir / "profile" / "attempts.jsonl"
-    while not (attempts.exists() and attempts.stat().st_size > 0) and proc.poll() is None:
+
+    def saved_attempts() -> list[Path]:
+        return [p for p in (workdir / "profile").glob("*/attempts.jsonl") if p.stat().st_size > 0]
+
+    while not saved_attempts() and proc.poll() is None:
         time.sleep(0.2)  # a hang is caught by the per-test timeout
     assert proc.poll() is None, "the pipeline ended before profiling had saved its first chunk"
     proc.send_signal(signal.SIGTERM)  # mid-profiling: the first chunk is saved, the rest is not
@@ -241,57 +365,76 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
     assert proc.returncode == 128 + signal.SIGTERM
 
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("skilldistill").experiment_id])
+    experiment = client.get_experiment_by_name("skilldistill")
+    runs = client.search_runs([experiment.experiment_id])
     status = {r.info.run_name: r.info.status for r in runs}
     assert status["distill:stopped"] == "KILLED" and status["tag"] == "FINISHED"
     assert "RUNNING" not in status.values()
-    experiment = client.get_experiment_by_name("skilldistill")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (attempts,) = saved_attempts()
+    assert not (attempts.parent / "manifest.json").exists()  # unfinished: resumed, not reused
     saved = sum(1 for _ in read_jsonl(attempts))
     assert 0 < saved < 192
 
     again = run_pipeline(args, uri, tmp_path)  # resumes: the saved answers are kept
     assert again.returncode == 0, again.stderr[-3000:]
     assert sum(1 for _ in read_jsonl(attempts)) == 192
-    assert "resuming" in again.stderr and f"{saved} of 192 problems already answered" in again.stderr
+    assert "resuming the unfinished work" in again.stderr
+    assert f"{saved} of 192 problems already answered" in again.stderr
+    assert stages_of(workdir)["tag"]["reused"] is True
 
 
 def test_bad_inputs_fail_before_any_stage_runs(tmp_path):
-    """A bad model, tree or engine ends in one clear message (exit 2), before a run or a stage starts."""
+    """A bad model, tree, engine or setting ends in one clear message (exit 2), before a run or a stage."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     base = ["--registry-model", "x", "--workdir", str(tmp_path / "w")]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"unique_id": "a", "question": "1+1?", "expected_answer": "2"}\n')
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("select:\n  k: 1\n    w_max: 2\n")
     cases = [
         (["--student", str(tmp_path / "no-such-model")], "Invalid value for --student"),
         (["--student", "nobody/no-such-model-anywhere"], "cannot load the model"),
-        (["--pool", str(tmp_path / "p.jsonl"), "--tree", str(tmp_path / "missing.json")], "--tree"),
+        (["--pool", str(tmp_path / "p.jsonl"), "--tree", str(pool)], "pool file not found"),
+        (["--pool", str(pool), "--tree", str(tmp_path / "missing.json")], "--tree"),
+        (["--set", "select.w_max=0.5"], "select.w_max"),
+        (["--set", "train.sft.lerning_rate=1e-4"], "train.sft.lerning_rate"),
+        (["--set", "nonsense"], "--set takes section.key=value"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--config", str(bad_config)], "bad.yaml line 3: not valid YAML"),
+        (["--config", str(tmp_path / "none.yaml")], "config file not found"),
+        (["--benchmarks", "aime24,nope"], "unknown benchmark(s) ['nope']"),
+        (["--tagger", "localhost:50051"], "grpc://host:port"),
     ]
     from distill.engines.vllm_engine import vllm_unavailable_reason
 
     if vllm_unavailable_reason() is not None:  # on a GPU machine with vllm the engine is fine
         cases.append((["--engine", "vllm"], "--engine hf"))
-    for extra, message in cases:
+    for extra, expected in cases:
         result = run_pipeline([*base, *extra], uri, tmp_path)
         assert result.returncode == 2, (extra, result.stderr[-2000:])
-        assert message in " ".join(result.stderr.split()), (extra, result.stderr[-2000:])
+        assert expected in message(result), (extra, result.stderr[-2000:])
     assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.slow
 def test_demo_defaults_register_the_shipped_student_and_train_with_the_cpu_demo_preset(tmp_path):
-    """What `make demo` runs (no --student, no presets), on a small world: the base student is the one
-    shipped with skillworld, and training uses the cpu-demo preset file the world was calibrated with."""
+    """What `make demo` runs (no --student), on a small world: the base student is the one shipped with
+    skillworld, and training uses the cpu-demo SFT preset file the world was calibrated with."""
     from distill.sft import load_sft_settings
     from skillworld.bootstrap import verify_shipped
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     workdir = tmp_path / "run"
     args = [
-        "--registry-model", "demo-defaults", "--workdir", str(workdir), "--pool-size", "120",
-        "--suite-size", "3", "--profile-limit", "24", "--k", "16", "--max-new-tokens", "64",
+        "--registry-model", "demo-defaults", "--workdir", str(workdir), "--set", "data.world_pool_size=120",
+        "--set", "data.world_suite_size=3", "--set", "profile.limit=24", "--budget", "16",
+        "--set", "profile.sampling.max_new_tokens=64",
     ]  # fmt: skip
     result = run_pipeline(args, uri, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    stages = json.loads((workdir / "summary.json").read_text())["stages"]
+    assert "compare runs in the MLflow UI: " in result.stdout and "done: MLflow run " in result.stdout
+    stages = stages_of(workdir)
     assert (
         stages["student"]["source"] == "shipped"
         and stages["student"]["model"] == "models:/qwen3-tiny-base@base"
@@ -309,3 +452,5 @@ def test_demo_defaults_register_the_shipped_student_and_train_with_the_cpu_demo_
     )
     assert len(trained) == 1
     assert float(trained[0].data.params["sft.learning_rate"]) == settings.learning_rate
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["config"]["select"]["temperature"] == 0.5 and summary["config"]["select"]["w_max"] == 10

@@ -27,9 +27,9 @@ def test_pipeline_against_a_postgres_backed_tracking_server(
         workdir = tmp_path / "run"
         result = subprocess.run(
             [sys.executable, str(ROOT / "pipelines" / "distill.py"), "--registry-model", "pg-student",
-             "--workdir", str(workdir), "--student", str(tiny_student_dir), "--pool-size", "120",
-             "--suite-size", "4", "--profile-limit", "24", "--k", "8", "--max-new-tokens", "64",
-             "--sft-preset", "cpu-demo", "--eval-preset", "cpu-demo", "--eval-limit", "2"],
+             "--workdir", str(workdir), "--student", str(tiny_student_dir), "--preset", "smoke",
+             "--set", "data.world_pool_size=120", "--set", "data.world_suite_size=4", "--set", "profile.limit=24",
+             "--budget", "8", "--set", "profile.sampling.max_new_tokens=64", "--set", "evaluate.eval.limit=2"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]

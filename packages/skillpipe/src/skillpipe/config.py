@@ -2,8 +2,8 @@
 
 Resolution order (later wins):
 
-1. a preset shipped with this package (``cpu-demo``, ``paper``: ``skillpipe/presets/<name>.yaml``), or a
-   user's file (``--config FILE``), which may start from a preset with ``base: <preset>``;
+1. a preset shipped with this package (``cpu-demo``, ``paper``, ``smoke``: ``skillpipe/presets/<name>.yaml``),
+   or a user's file (``--config FILE``); either may start from a preset with ``base: <preset>``;
 2. the common command-line flags (``--registry-model``, ``--student``, ``--budget``, ...), as dotted keys;
 3. ``--set section.key=value`` pairs (values are parsed as YAML: ``1e-4``, ``true``, ``[a, b]``).
 
@@ -17,6 +17,7 @@ stage. Every error names the key and the file it came from.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -127,7 +128,7 @@ class EvaluateSection(_Section):
     sources: dict[str, str] = Field(default_factory=dict, description="benchmark -> local file or folder")
 
 
-class RegisterSection(_Section):
+class RegistrySection(_Section):
     name: str = Field(default="", description="registered-model name of the fine-tuned student")
 
 
@@ -136,7 +137,7 @@ class PipelineConfig(_Section):
 
     preset: str = "cpu-demo"
     seed: int = 0
-    workdir: str | None = Field(default=None, description="stage outputs (default runs/<register.name>)")
+    workdir: str | None = Field(default=None, description="stage outputs (default runs/<registry.name>)")
     data: DataSection = Field(default_factory=DataSection)
     student: StudentSection = Field(default_factory=StudentSection)
     tag: TagSection = Field(default_factory=TagSection)
@@ -146,7 +147,7 @@ class PipelineConfig(_Section):
     format: FormatConfig = Field(default_factory=lambda: FormatConfig(skill_aware=True))
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
-    register: RegisterSection = Field(default_factory=RegisterSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
 
     @property
     def offline(self) -> bool:
@@ -154,7 +155,7 @@ class PipelineConfig(_Section):
         return self.data.pool is None
 
     def resolved_workdir(self) -> Path:
-        return Path(self.workdir) if self.workdir else Path("runs") / self.register.name
+        return Path(self.workdir) if self.workdir else Path("runs") / self.registry.name
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -179,12 +180,11 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
 
 
 def read_preset(name: str) -> dict[str, Any]:
+    """A shipped preset; ``base: <preset>`` in it starts from another one."""
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
     text = resources.files("skillpipe").joinpath(f"presets/{name}.yaml").read_text(encoding="utf-8")
-    data = _read_yaml(text, f"preset {name}")
-    data.setdefault("preset", name)
-    return data
+    return _with_base(_read_yaml(text, f"preset {name}"), name)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -192,13 +192,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file not found: {file}")
-    data = _read_yaml(file.read_text(encoding="utf-8"), str(file))
+    return _with_base(_read_yaml(file.read_text(encoding="utf-8"), str(file)), file.name)
+
+
+def _with_base(data: dict[str, Any], name: str) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
-        data.setdefault("preset", file.stem)
+        data.setdefault("preset", name)
         return data
     merged = merge(read_preset(str(base)), data)
-    merged["preset"] = f"{base}+{file.name}"
+    merged["preset"] = f"{merged.get('preset')}+{name}"
     return merged
 
 
@@ -225,6 +228,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: cannot parse {raw!r} ({exc})") from exc
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            with suppress(ValueError):
+                value = float(value)
         out = merge(out, dotted(key, value))
     return out
 
@@ -249,7 +255,12 @@ def load_config(
     raw = read_config_file(config_file) if config_file is not None else read_preset(preset or "cpu-demo")
     raw = merge(raw, overrides or {})
     raw = merge(raw, parse_set(sets or []))
-    where = f"--config {config_file}" if config_file is not None else f"preset {raw.get('preset')}"
+    where = (
+        f"config (--config {config_file}"
+        if config_file is not None
+        else f"config (preset {raw.get('preset')}"
+    )
+    where += ", flags and --set)" if overrides or sets else ")"
     return resolve(raw, where)
 
 

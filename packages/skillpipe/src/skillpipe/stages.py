@@ -62,6 +62,7 @@ class Stages:
     seed: int = 0
     notify: Callable[[str, dict[str, Any]], None] | None = None
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prefix: str = ""  # names the records of one arm in a comparison ("skill-skill s0/")
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -71,9 +72,9 @@ class Stages:
         entry = {**(result.info if result else {}), **info}
         if result is not None:
             entry.update(key=result.key, dir=str(result.dir), reused=result.reused)
-        self.records[name] = entry
+        self.records[self.prefix + name] = entry
         if self.notify:
-            self.notify(name, entry)
+            self.notify(self.prefix + name, entry)
         return entry
 
     def run(
@@ -461,9 +462,22 @@ def select(
             return StageOutput({"selected": "selected.jsonl", "report": "."},
                                {"k": len(selection.unique_ids), "run_id": run_id, **summary})  # fmt: skip
 
-        out[name] = st.run("select", config.model_dump(mode="json"), inputs, run, label=name)
+        out[name] = st.run("select", _selection_key(config), inputs, run, label=name)
         st.record(f"select:{name}", out[name])
     return out
+
+
+# the accuracy-to-weight settings: they shape only the strategies that read the profile's accuracy
+WEIGHT_FIELDS = {"temperature", "w_max", "use_posterior", "prior", "smoothing"}
+
+
+def _selection_key(config: Any) -> dict[str, Any]:
+    """What decides a selection: ``random`` or ``balanced`` do not change with the weight settings."""
+    from skillselect.core import STRATEGIES
+
+    spec = STRATEGIES.get(config.strategy)
+    needs_weights = spec is None or spec.needs_accuracy
+    return dict(config.model_dump(mode="json", exclude=None if needs_weights else WEIGHT_FIELDS))
 
 
 # ------------------------------------------------------------------------------------------ format + train
