@@ -7,7 +7,7 @@ DISTS := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.
 STAMP := $(VENV)/.installed
 DEMO_MODEL ?= qwen3-tiny-skilldistill-demo
 
-.PHONY: install test demo lint typecheck bench bench-quick bench-table protos gpu-install clean
+.PHONY: install test demo compare lint typecheck bench bench-quick bench-table protos gpu-install clean
 
 $(STAMP): constraints.txt pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,16 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) pipelines/distill.py --registry-model $(DEMO_MODEL)
 
+# The paper's arms (random/skill selection x plain/skill-aware SFT, plus the paper's weights) over three seeds
+# on the demo's pool, profile and student (about an hour on 2 cores); results in runs/$(DEMO_MODEL)-compare/compare/.
+compare: $(STAMP)
+	$(PY) pipelines/distill.py --registry-model $(DEMO_MODEL)-compare --compare --seeds 0,1,2
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy packages/*/src services/*/src && $(VENV)/bin/mypy pipelines/distill.py
+	$(VENV)/bin/mypy packages/*/src services/*/src && $(VENV)/bin/mypy pipelines/distill.py docs/capture_compare.py
 
 # Benchmarks (pytest-benchmark, benchmarks/bench_*.py; not collected by `make test`). Each run is saved
 # under $(BENCH_STORAGE)/{full,quick} with the machine info, and compared with the last saved run of the

@@ -100,3 +100,15 @@ def test_set_values_are_parsed_as_yaml():
         "d": ["x", "y"],
         "e": {"f": None, "g": ""},
     }
+
+
+def test_engine_options_reach_the_engines_argument_builders():
+    from distill.engines.vllm_engine import llm_kwargs
+    from skillpipe.config import EngineSection
+
+    vllm = EngineSection(kind="vllm", tensor_parallel_size=4)
+    assert llm_kwargs("/models/student", **vllm.options())["tensor_parallel_size"] == 4
+    assert EngineSection(kind="openai", url="http://127.0.0.1:8000/v1").options() == {
+        "base_url": "http://127.0.0.1:8000/v1"
+    }
+    assert EngineSection(batch_size=8).options() == {"batch_size": 8}
