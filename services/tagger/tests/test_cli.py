@@ -193,3 +193,23 @@ def test_tree_option_is_a_file_or_world_and_never_silent(tmp_path: Path, engine:
     with running_server(engine) as address:  # the service serves the small tree, not the world's
         other = tag("c.jsonl", "--server", address, "--tree", "world")
     assert other.exit_code == 2 and "another tree" in other.output
+
+
+def test_tag_needs_no_expected_answer_and_names_a_bad_row(tmp_path: Path, tree_file: Path) -> None:
+    """Tagging reads the question (and solution): rows without an expected answer are tagged; a row
+    without a question fails with its row number and no traceback."""
+    source = tmp_path / "pool.jsonl"
+    rows = [{"unique_id": p["unique_id"], "question": p["question"]} for p in small_problems(3)]
+    write_jsonl(source, rows)
+    runner = CliRunner()
+    args = ["tag", str(source), str(tmp_path / "out.jsonl"), "--tree", str(tree_file), "--no-mlflow"]
+    done = runner.invoke(app, [*args, "--threads", "1"])
+    assert done.exit_code == 0, done.output
+    tagged = list(read_jsonl(tmp_path / "out.jsonl"))
+    assert [r["unique_id"] for r in tagged] == ["q0", "q1", "q2"]
+    assert all(r["expected_answer"] == "" and r["chains"] for r in tagged)
+    write_jsonl(source, [*rows, {"unique_id": "q3", "solution": "no question here"}])
+    bad = runner.invoke(app, [*args[:2], str(tmp_path / "bad.jsonl"), *args[3:], "--threads", "1"])
+    said = " ".join(bad.output.replace("│", " ").split())  # the error box's borders and wrapping out
+    assert bad.exit_code == 2 and "row 4" in said and "question" in said
+    assert bad.exception is None or isinstance(bad.exception, SystemExit)

@@ -98,10 +98,16 @@ def stable_id(text: str, prefix: str = "p") -> str:
     return f"{prefix}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:16]}"
 
 
-def map_record(raw: Mapping[str, Any], mapping: FieldMapping | str = "native") -> PoolProblem:
-    """Turn a raw row into a PoolProblem (a TaggedProblem when it carries ``chains``)."""
+def map_record(
+    raw: Mapping[str, Any], mapping: FieldMapping | str = "native", *, require_answer: bool = True
+) -> PoolProblem:
+    """Turn a raw row into a PoolProblem (a TaggedProblem when it carries ``chains``).
+
+    ``require_answer=False`` accepts a row without an expected answer (``""``): tagging reads only the
+    question and solution; profiling and evaluation need the answer."""
     fm = PRESETS[mapping] if isinstance(mapping, str) else mapping
-    missing = [col for col in (fm.question, fm.expected_answer) if col not in raw]
+    needed = (fm.question, fm.expected_answer) if require_answer else (fm.question,)
+    missing = [col for col in needed if col not in raw]
     if missing:
         raise KeyError(f"record lacks field(s) {missing}; present: {sorted(raw)}")
     question = str(raw[fm.question])
@@ -113,7 +119,7 @@ def map_record(raw: Mapping[str, Any], mapping: FieldMapping | str = "native") -
         "unique_id": str(raw[uid_col]) if uid_col else stable_id(question),
         "question": question,
         "solution": str(raw.get(fm.solution, "") or "") if fm.solution else "",
-        "expected_answer": str(raw[fm.expected_answer]),
+        "expected_answer": str(raw.get(fm.expected_answer, "")),
         "metadata": metadata,
     }
     if "chains" in raw:

@@ -52,7 +52,7 @@ def tag_records(
         batch.clear()
 
     for raw in records:
-        batch.append(raw if isinstance(raw, PoolProblem) else map_record(raw))
+        batch.append(raw if isinstance(raw, PoolProblem) else map_record(raw, require_answer=False))
         if len(batch) >= batch_size:
             yield from flush()
     if batch:

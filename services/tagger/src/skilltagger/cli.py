@@ -143,7 +143,10 @@ def tag(
         for i, raw in enumerate(iter_rows(source)):
             if limit is not None and i >= limit:
                 return
-            record = map_record(raw, mapping)
+            try:  # tagging reads the question (and solution), not the expected answer
+                record = map_record(raw, mapping, require_answer=False)
+            except (KeyError, ValueError) as exc:
+                raise typer.BadParameter(f"{source} row {i + 1}: {exc}", param_hint="INPUT") from exc
             if record.unique_id not in done:
                 yield record
 
