@@ -28,9 +28,17 @@ def test_digests_follow_content_not_names_or_times(tmp_path):
 def test_the_key_changes_with_the_config_and_each_input():
     key = stage_key("select", {"k": 10}, {"pool": "p1", "verdicts": "v1"})
     assert key == stage_key("select", {"k": 10}, {"verdicts": "v1", "pool": "p1"})
-    assert len({key, stage_key("select", {"k": 11}, {"pool": "p1", "verdicts": "v1"}),
+    assert (
+        len(
+            {
+                key,
+                stage_key("select", {"k": 11}, {"pool": "p1", "verdicts": "v1"}),
                 stage_key("select", {"k": 10}, {"pool": "p2", "verdicts": "v1"}),
-                stage_key("train", {"k": 10}, {"pool": "p1", "verdicts": "v1"})}) == 4  # fmt: skip
+                stage_key("train", {"k": 10}, {"pool": "p1", "verdicts": "v1"}),
+            }
+        )
+        == 4
+    )
 
 
 def test_a_finished_stage_is_reused_and_a_changed_one_runs_anew(tmp_path):

@@ -78,8 +78,10 @@ def test_per_leaf_gains_over_the_base_student():
     chains = {"x": {"a": [["A", "L1"]], "b": [["A", "L1"], ["B", "L2"]]}, "y": {"c": [["B", "L2"]]}}
     base = {"x": {"a": 0.0, "b": 1.0}, "y": {"c": 0.0}}
     assert leaf_accuracy(base, chains) == {"L1": 0.5, "L2": 0.5}
-    runs = {("skill-skill", 0): {"x": {"a": 1.0, "b": 1.0}, "y": {"c": 0.0}},
-            ("skill-skill", 1): {"x": {"a": 0.0, "b": 1.0}, "y": {"c": 1.0}}}  # fmt: skip
+    runs = {
+        ("skill-skill", 0): {"x": {"a": 1.0, "b": 1.0}, "y": {"c": 0.0}},
+        ("skill-skill", 1): {"x": {"a": 0.0, "b": 1.0}, "y": {"c": 1.0}},
+    }
     frame = skill_gain_table(runs, base, chains).set_index("leaf")
     # L1: seeds 1.0 and 0.5 -> 0.75 - 0.5; L2: seeds 0.5 and 1.0 -> 0.75 - 0.5
     assert frame.loc["L1", "skill-skill"] == pytest.approx(0.25)

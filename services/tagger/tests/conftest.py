@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,20 +14,10 @@ from skillcore import SkillTree
 from skilltag.backends.embedding import EmbeddingBackend, EmbeddingConfig
 from skilltag.cache import TagCache
 from skilltag.engine import TaggingEngine
-from skilltag.testing import SMALL_TREE, small_tree
+from skilltag.testing import tree, tree_file
 from skilltagger.testing import running_server
 
-
-@pytest.fixture(scope="session")
-def tree() -> SkillTree:
-    return small_tree()
-
-
-@pytest.fixture(scope="session")
-def tree_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tree") / "small_tree.json"
-    path.write_text(json.dumps(SMALL_TREE))
-    return path
+__all__ = ["tree", "tree_file"]  # shared fixtures
 
 
 @pytest.fixture(scope="session")

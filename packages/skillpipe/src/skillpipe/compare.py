@@ -125,8 +125,13 @@ def paired_difference(
         boots += d[picks].mean(axis=1)
     boots /= len(diffs)
     low, high = np.percentile(boots, [2.5, 97.5])
-    return {"difference": point, "low": float(low), "high": float(high), "seeds": len(seeds),
-            "problems": int(sum(len(d) for d in diffs.values()))}  # fmt: skip
+    return {
+        "difference": point,
+        "low": float(low),
+        "high": float(high),
+        "seeds": len(seeds),
+        "problems": int(sum(len(d) for d in diffs.values())),
+    }
 
 
 def paired_table(runs: Mapping[tuple[str, int], Scores], *, baseline: str = BASELINE) -> pd.DataFrame:
@@ -163,8 +168,9 @@ def skill_gain_table(
     frame = pd.DataFrame({"leaf": sorted(before), "base": [before[k] for k in sorted(before)]})
     for name in dict.fromkeys(arm for arm, _ in runs):
         per_seed = [leaf_accuracy(s, chains) for (arm, _), s in runs.items() if arm == name]
-        frame[name] = [float(np.mean([p.get(leaf, math.nan) for p in per_seed])) - before[leaf]
-                       for leaf in frame["leaf"]]  # fmt: skip
+        frame[name] = [
+            float(np.mean([p.get(leaf, math.nan) for p in per_seed])) - before[leaf] for leaf in frame["leaf"]
+        ]
     return frame
 
 
@@ -182,8 +188,9 @@ def plot_skill_gains(frame: pd.DataFrame, *, title: str = "Per-skill gain over t
     y = np.arange(len(ordered))
     for i, arm in enumerate(arms):
         ax.barh(y + i * height - 0.4 + height / 2, ordered[arm] * 100.0, height=height, label=arm)
-    ax.set_yticks(y, [f"{leaf} ({b:.0%})" for leaf, b in zip(ordered["leaf"], ordered["base"], strict=True)],
-                  fontsize=7)  # fmt: skip
+    ax.set_yticks(
+        y, [f"{leaf} ({b:.0%})" for leaf, b in zip(ordered["leaf"], ordered["base"], strict=True)], fontsize=7
+    )
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("accuracy gain over the base student (points; base accuracy in brackets)")
     ax.set_title(title, fontsize=10)
@@ -194,8 +201,11 @@ def plot_skill_gains(frame: pd.DataFrame, *, title: str = "Per-skill gain over t
 
 # ----------------------------------------------------------------------------------- markdown
 def results_markdown(table: pd.DataFrame, paired: pd.DataFrame, arms: Sequence[Arm]) -> str:
-    benches = [c for c in table.columns if c not in ("arm", "seeds", "average", "average_spread")
-               and not c.endswith("_spread")]  # fmt: skip
+    benches = [
+        c
+        for c in table.columns
+        if c not in ("arm", "seeds", "average", "average_spread") and not c.endswith("_spread")
+    ]
     lines = [
         "| arm | seeds | " + " | ".join(benches) + " | average |",
         "|---|---|" + "---|" * (len(benches) + 1),

@@ -77,17 +77,6 @@ class Stages:
             self.notify(self.prefix + name, entry)
         return entry
 
-    def run(
-        self,
-        stage: str,
-        config: Any,
-        inputs: dict[str, str],
-        fn: Callable[[Path, str], StageOutput],
-        *,
-        label: str | None = None,
-    ) -> StageResult:
-        return self.cache.run(stage, config, inputs, fn, label=label)
-
 
 @contextmanager
 def _stage_run(
@@ -106,17 +95,20 @@ def data(st: Stages, cfg: DataSection) -> StageResult:
     """The teacher pool (normalised to the native fields), the skill tree, tagger exemplars, and for the
     offline world its held-back ground truth and benchmark suites."""
     if cfg.pool is None:
-        config = {"world": cfg.model_dump(include={"world_pool_size", "world_suite_size", "world_exemplars"}),
-                  "seed": st.seed}  # fmt: skip
-        result = st.run("data", config, {"skillworld": _world_source_digest()},
-                        lambda out, key: _world(out, key, cfg, st.seed))  # fmt: skip
+        world = cfg.model_dump(include={"world_pool_size", "world_suite_size", "world_exemplars"})
+        result = st.cache.run(
+            "data",
+            {"world": world, "seed": st.seed},
+            {"skillworld": _world_source_digest()},
+            lambda out, key: _world(out, key, cfg, st.seed),
+        )
     else:
         assert cfg.tree is not None
         inputs = {"pool": _source_digest(cfg.pool), "tree": digest_path(cfg.tree)}
         if cfg.exemplars:
             inputs["exemplars"] = digest_path(cfg.exemplars)
         config = {"pool": cfg.pool, "pool_format": cfg.pool_format}
-        result = st.run("data", config, inputs, lambda out, key: _user_pool(out, key, cfg))
+        result = st.cache.run("data", config, inputs, lambda out, key: _user_pool(out, key, cfg))
     st.record("data", result)
     return result
 
@@ -153,10 +145,15 @@ def _world(out: Path, key: str, cfg: DataSection, seed: int) -> StageOutput:
             write_jsonl(out / "benchmarks" / f"{name}.jsonl", rows)
         log_dataset(out / "pool.jsonl", name="teacher-pool", context="pool")
     return StageOutput(
-        {"pool": "pool.jsonl", "tree": "tree.json", "exemplars": "exemplars.jsonl",
-         "truth": "pool_truth.jsonl", "world": "."},
+        {
+            "pool": "pool.jsonl",
+            "tree": "tree.json",
+            "exemplars": "exemplars.jsonl",
+            "truth": "pool_truth.jsonl",
+            "world": ".",
+        },
         {"pool_size": cfg.world_pool_size, "source": "offline world"},
-    )  # fmt: skip
+    )
 
 
 def _user_pool(out: Path, key: str, cfg: DataSection) -> StageOutput:
@@ -237,15 +234,21 @@ class InProcessTagger:
         from skilltag.factory import EngineSettings
 
         self.settings = EngineSettings(
-            tree=str(tree_path), backend=cfg.backend, cache=str(cache_path),
-            exemplars=str(exemplars) if exemplars else None, per_leaf=cfg.per_leaf,
-            openai_urls=tuple(cfg.openai_urls), openai_model=cfg.openai_model,
-        )  # fmt: skip
+            tree=str(tree_path),
+            backend=cfg.backend,
+            cache=str(cache_path),
+            exemplars=str(exemplars) if exemplars else None,
+            per_leaf=cfg.per_leaf,
+            openai_urls=tuple(cfg.openai_urls),
+            openai_model=cfg.openai_model,
+        )
         self.identity = {
-            "kind": "in-process", "backend": cfg.backend, "per_leaf": cfg.per_leaf,
+            "kind": "in-process",
+            "backend": cfg.backend,
+            "per_leaf": cfg.per_leaf,
             "exemplars": digest_path(exemplars) if exemplars else None,
             "openai": [list(cfg.openai_urls), cfg.openai_model] if cfg.backend == "openai" else None,
-        }  # fmt: skip
+        }
         self._engine: Any = None
 
     def __enter__(self) -> Callable[[Sequence[Any]], list[Chains]]:
@@ -279,8 +282,12 @@ def tag(st: Stages, cfg: TagSection, data_result: StageResult, tagger: BatchTagg
         with _stage_run("tag", key, params=params):
             with JsonlAppender(path) as sink:
                 todo = [r for r in rows if r.unique_id not in sink.done_ids]
-                with tagger as tag_batch, tqdm(total=len(rows), initial=len(rows) - len(todo), desc="tagging",
-                                              unit="problem") as bar:  # fmt: skip
+                with (
+                    tagger as tag_batch,
+                    tqdm(
+                        total=len(rows), initial=len(rows) - len(todo), desc="tagging", unit="problem"
+                    ) as bar,
+                ):
                     for start in range(0, len(todo), cfg.batch_size):
                         batch = todo[start : start + cfg.batch_size]
                         for problem, chains in zip(batch, tag_batch(batch), strict=True):
@@ -297,7 +304,7 @@ def tag(st: Stages, cfg: TagSection, data_result: StageResult, tagger: BatchTagg
             {"tagged": "tagged.jsonl"}, {k: v for k, v in stats.items() if not isinstance(v, dict)}
         )
 
-    result = st.run("tag", config, inputs, run)
+    result = st.cache.run("tag", config, inputs, run)
     st.record("tag", result)
     return result
 
@@ -343,24 +350,28 @@ def benchmarks(
         if not world:  # real benchmarks carry no chains: tag them like the pool, for the analysis
             with tagger as tag_batch:
                 problems = {
-                    name: [TaggedProblem(**p.model_dump(exclude={"chains"}), chains=c)
-                           for p, c in zip(rows, tag_batch(rows) if rows else [], strict=True)]
+                    name: [
+                        TaggedProblem(**p.model_dump(exclude={"chains"}), chains=c)
+                        for p, c in zip(rows, tag_batch(rows) if rows else [], strict=True)
+                    ]
                     for name, rows in problems.items()
-                }  # fmt: skip
+                }
         for name, rows in problems.items():
             write_jsonl(out / f"{name}.jsonl", rows)
         (out / "repeats.json").write_text(json.dumps(repeats))
         return StageOutput({"benchmarks": "."}, {n: len(r) for n, r in problems.items()})
 
-    result = st.run("benchmarks", config, inputs, run)
+    result = st.cache.run("benchmarks", config, inputs, run)
     st.record("benchmarks", result)
     return result
 
 
 def read_benchmarks(result: StageResult) -> tuple[dict[str, list[TaggedProblem]], dict[str, int]]:
     repeats: dict[str, int] = json.loads((result.dir / "repeats.json").read_text())
-    problems = {name: [TaggedProblem.model_validate(r) for r in read_jsonl(result.dir / f"{name}.jsonl")]
-                for name in repeats}  # fmt: skip
+    problems = {
+        name: [TaggedProblem.model_validate(r) for r in read_jsonl(result.dir / f"{name}.jsonl")]
+        for name in repeats
+    }
     return problems, repeats
 
 
@@ -390,9 +401,15 @@ class InProcessProfiler:
         from distill.profiling import ProfileConfig, run_profile
 
         result, _, run_id = run_profile(
-            student, SkillTree.load(tree_path), problems, out_dir=out, engine=self.engine.kind,
-            engine_opts=self.engine.options(), config=ProfileConfig(sampling=sampling), on_mismatch="restart",
-        )  # fmt: skip
+            student,
+            SkillTree.load(tree_path),
+            problems,
+            out_dir=out,
+            engine=self.engine.kind,
+            engine_opts=self.engine.options(),
+            config=ProfileConfig(sampling=sampling),
+            on_mismatch="restart",
+        )
         if run_id is not None:
             mlflow.MlflowClient().set_tag(run_id, STAGE_KEY_TAG, key)
         weakest = ", ".join(f"{r['chain'].split('->')[-1]} {r['accuracy']:.0%}" for r in result.weakest(5))
@@ -400,9 +417,14 @@ class InProcessProfiler:
 
 
 def profile(
-    st: Stages, cfg: ProfileSection, tagged: StageResult, tree_digest: str, tree_path: Path,
-    the_student: Student, profiler: Profiler,
-) -> StageResult:  # fmt: skip
+    st: Stages,
+    cfg: ProfileSection,
+    tagged: StageResult,
+    tree_digest: str,
+    tree_path: Path,
+    the_student: Student,
+    profiler: Profiler,
+) -> StageResult:
     """The student answers a seeded sample of the tagged pool; verdicts and the per-skill profile are kept."""
     config = {
         "limit": cfg.limit,
@@ -426,7 +448,7 @@ def profile(
             raise RuntimeError(f"the profiler wrote no verdicts.jsonl into {out}")
         return StageOutput({"verdicts": "verdicts.jsonl"}, {"problems": len(problems), **info})
 
-    result = st.run("profile", config, inputs, run)
+    result = st.cache.run("profile", config, inputs, run)
     st.record("profile", result)
     return result
 
@@ -437,8 +459,11 @@ def select(
 ) -> dict[str, StageResult]:
     """K training problems by the chosen strategy, and by each baseline for comparison."""
     out: dict[str, StageResult] = {}
-    inputs = {"tagged": tagged.digest("tagged"), "verdicts": verdicts.digest("verdicts"),
-              "tree": tree_result.digest("tree")}  # fmt: skip
+    inputs = {
+        "tagged": tagged.digest("tagged"),
+        "verdicts": verdicts.digest("verdicts"),
+        "tree": tree_result.digest("tree"),
+    }
     for name in [cfg.strategy, *[b for b in cfg.baselines if b != cfg.strategy]]:
         config = cfg.for_strategy(name)
 
@@ -457,12 +482,17 @@ def select(
             run_id = log_selection(selection, dataset_name=f"selected-{name}")
             mlflow.MlflowClient().set_tag(run_id, STAGE_KEY_TAG, key)
             keys = ("l2_to_target", "n_leaves_selected", "n_selected_correct", "n_selected_wrong")
-            summary = {k: round(v, 4) if isinstance(v, float) else v
-                       for k, v in selection.summary.items() if k in keys}  # fmt: skip
-            return StageOutput({"selected": "selected.jsonl", "report": "."},
-                               {"k": len(selection.unique_ids), "run_id": run_id, **summary})  # fmt: skip
+            summary = {
+                k: round(v, 4) if isinstance(v, float) else v
+                for k, v in selection.summary.items()
+                if k in keys
+            }
+            return StageOutput(
+                {"selected": "selected.jsonl", "report": "."},
+                {"k": len(selection.unique_ids), "run_id": run_id, **summary},
+            )
 
-        out[name] = st.run("select", _selection_key(config), inputs, run, label=name)
+        out[name] = st.cache.run("select", _selection_key(config), inputs, run, label=name)
         st.record(f"select:{name}", out[name])
     return out
 
@@ -501,7 +531,7 @@ def format_examples(
         write_jsonl(out / "train.jsonl", rows)
         return StageOutput({"train": "train.jsonl"}, {"examples": len(rows), **stats.model_dump()})
 
-    result = st.run("format", config, inputs, run, label=label)
+    result = st.cache.run("format", config, inputs, run, label=label)
     st.record(f"format:{label}", result)
     return result
 
@@ -521,35 +551,55 @@ def train(
 
         rows = list(read_jsonl(formatted.path("train")))
         params = {
-            "student": the_student.ref, "arm": label, "preset": cfg.preset, "train_key": key, "n_examples": len(rows),
+            "student": the_student.ref,
+            "arm": label,
+            "preset": cfg.preset,
+            "train_key": key,
+            "n_examples": len(rows),
             **{f"sft.{k}": v for k, v in settings.model_dump().items() if k != "extra"},
             **{f"format.{k}": v for k, v in fmt.model_dump().items() if k != "display_names"},
-        }  # fmt: skip
+        }
         with _stage_run("train", key, params=params, name=f"train:{label}") as run:
             dataset = log_dataset(formatted.path("train"), name=f"train-{label}", context="training")
             result = train_sft(the_student.ref, rows, settings, out_dir=out)
-            mlflow.log_metrics({"train_loss": result.train_loss, "train_seconds": result.seconds,
-                                "steps_per_second": result.steps_per_second,
-                                "tokens_per_second": result.tokens_per_second})  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    "train_loss": result.train_loss,
+                    "train_seconds": result.seconds,
+                    "steps_per_second": result.steps_per_second,
+                    "tokens_per_second": result.tokens_per_second,
+                }
+            )
             log_json(result, "train/summary.json")
         return StageOutput(
             {"model": os.path.relpath(result.model_dir, out)},
-            {"preset": cfg.preset, "steps": result.steps, "loss": round(result.train_loss, 4),
-             "seconds": round(result.seconds, 1), "resumed": result.resumed_from is not None,
-             "run_id": run.info.run_id, "dataset_digest": dataset.digest},
+            {
+                "preset": cfg.preset,
+                "steps": result.steps,
+                "loss": round(result.train_loss, 4),
+                "seconds": round(result.seconds, 1),
+                "resumed": result.resumed_from is not None,
+                "run_id": run.info.run_id,
+                "dataset_digest": dataset.digest,
+            },
             keyed={"model"},
-        )  # fmt: skip
+        )
 
-    result = st.run("train", config, inputs, run, label=label)
+    result = st.cache.run("train", config, inputs, run, label=label)
     st.record(f"train:{label}", result)
     return result
 
 
 # ------------------------------------------------------------------------------------------ evaluate
 def evaluate(
-    st: Stages, cfg: EvaluateSection, engine: EngineSection, bench: StageResult, model: str, model_digest: str,
+    st: Stages,
+    cfg: EvaluateSection,
+    engine: EngineSection,
+    bench: StageResult,
+    model: str,
+    model_digest: str,
     label: str,
-) -> StageResult:  # fmt: skip
+) -> StageResult:
     """The model on every benchmark (the shared rollout, resumable per benchmark), scored and logged."""
     config = {"eval": cfg.eval.model_dump(mode="json"), "engine": engine.kind, "options": engine.options()}
     inputs = {"model": model_digest, "benchmarks": bench.digest("benchmarks")}
@@ -558,18 +608,30 @@ def evaluate(
         from distill.eval import run_evaluation
 
         problems, repeats = read_benchmarks(bench)
-        params = {"model": model, "engine": engine.kind, "samples_per_problem": cfg.eval.samples_per_problem,
-                  "limit": cfg.eval.limit, **{f"sampling.{k}": v for k, v in cfg.eval.sampling.model_dump().items()}}  # fmt: skip
+        params = {
+            "model": model,
+            "engine": engine.kind,
+            "samples_per_problem": cfg.eval.samples_per_problem,
+            "limit": cfg.eval.limit,
+            **{f"sampling.{k}": v for k, v in cfg.eval.sampling.model_dump().items()},
+        }
         with _stage_run("evaluate", key, params=params, name=f"evaluate:{label}") as run:
-            report = run_evaluation(model, problems, cfg.eval, out_dir=out, engine=engine.kind,
-                                    engine_opts=engine.options(), repeats=repeats)  # fmt: skip
+            report = run_evaluation(
+                model,
+                problems,
+                cfg.eval,
+                out_dir=out,
+                engine=engine.kind,
+                engine_opts=engine.options(),
+                repeats=repeats,
+            )
         scores = {n: round(r.score.avg_at_k.value, 6) for n, r in report.benchmarks.items()}
         return StageOutput(
             {"report": "eval_report.json", "answers": "."},
             {"average": round(report.headline, 6), "scores": scores, "run_id": run.info.run_id},
         )
 
-    result = st.run("evaluate", config, inputs, run, label=label)
+    result = st.cache.run("evaluate", config, inputs, run, label=label)
     st.record(f"evaluate:{label}", result)
     return result
 
@@ -584,14 +646,23 @@ def read_verdicts(folder: Path) -> list[Verdict]:
 
 # ------------------------------------------------------------------------------------------ analysis
 def analysis(
-    st: Stages, label: str, tree_result: StageResult, bench: StageResult, before: StageResult,
-    after: StageResult, selected: StageResult,
-) -> StageResult:  # fmt: skip
+    st: Stages,
+    label: str,
+    tree_result: StageResult,
+    bench: StageResult,
+    before: StageResult,
+    after: StageResult,
+    selected: StageResult,
+) -> StageResult:
     """Per-skill accuracy before vs after fine-tuning, against the selection's share of each leaf: does the
     gain concentrate on the skills the selection emphasised?"""
-    inputs = {"tree": tree_result.digest("tree"), "benchmarks": bench.digest("benchmarks"),
-              "before": before.digest("report"), "after": after.digest("report"),
-              "selected": selected.digest("selected")}  # fmt: skip
+    inputs = {
+        "tree": tree_result.digest("tree"),
+        "benchmarks": bench.digest("benchmarks"),
+        "before": before.digest("report"),
+        "after": after.digest("report"),
+        "selected": selected.digest("selected"),
+    }
 
     def run(out: Path, key: str) -> StageOutput:
         import matplotlib
@@ -618,10 +689,12 @@ def analysis(
         keep = {p.unique_id for p in problems}
         chosen = [TaggedProblem.model_validate(r) for r in read_jsonl(selected.path("selected"))]
         frame = skill_gains(
-            SkillTree.load(tree_result.path("tree")), problems,
-            [v for v in verdicts_before if v.unique_id in keep], [v for v in verdicts_after if v.unique_id in keep],
+            SkillTree.load(tree_result.path("tree")),
+            problems,
+            [v for v in verdicts_before if v.unique_id in keep],
+            [v for v in verdicts_after if v.unique_id in keep],
             selection_share(chosen),
-        )  # fmt: skip
+        )
         corr = gain_correlation(frame)
         frame.to_csv(out / "skill_gains.csv", index=False)
         (out / "skill_gains.md").write_text(gains_markdown(frame))
@@ -637,7 +710,7 @@ def analysis(
             {"leaves": corr["n_leaves"], "pearson": corr["pearson"], "spearman": corr["spearman"]},
         )
 
-    result = st.run("analysis", {}, inputs, run, label=label)
+    result = st.cache.run("analysis", {}, inputs, run, label=label)
     st.record(f"analysis:{label}", result)
     return result
 
@@ -677,9 +750,15 @@ def register(
     base = lineage.get("eval.base_average")
     beats_base = base is None or tuned.info["average"] > base
     st.record(
-        "register", model=f"models:/{name}/{version}", candidate=f"models:/{name}@candidate",
-        champion=is_champion, reused=reused, beats_base=beats_base, run_id=run.info.run_id, reason=decision.reason,
-    )  # fmt: skip
+        "register",
+        model=f"models:/{name}/{version}",
+        candidate=f"models:/{name}@candidate",
+        champion=is_champion,
+        reused=reused,
+        beats_base=beats_base,
+        run_id=run.info.run_id,
+        reason=decision.reason,
+    )
     return {
         "version": version,
         "promoted": decision.promoted,

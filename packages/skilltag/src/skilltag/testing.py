@@ -1,11 +1,14 @@
 """Helpers shared by the tests (this library's and the tagging service's): a small hand-written tree,
-problems for it, and a free loopback port."""
+problems for it, a free loopback port, and the ``tree``/``tree_file`` fixtures (a conftest imports them)."""
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 from typing import Any
 
+import pytest
 from skillcore import SkillTree
 
 SMALL_TREE: dict[str, Any] = {
@@ -103,3 +106,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tree() -> SkillTree:
+    return small_tree()
+
+
+@pytest.fixture(scope="session")
+def tree_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tree") / "small_tree.json"
+    path.write_text(json.dumps(SMALL_TREE))
+    return path
