@@ -19,13 +19,19 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 # Run as a script, this file's folder heads sys.path and its name would shadow the `distill` library.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 import typer
+
+if TYPE_CHECKING:
+    from skillpipe import PipelineConfig, StageResult
+    from skillpipe.compare import Arm
+    from skillpipe.config import EngineSection
+    from skillpipe.stages import BatchTagger, Profiler, Stages
 
 app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
@@ -64,11 +70,13 @@ class HttpProfiler:
     """The BentoML profiling service as a ``Profiler``: it reads the sample and the tree by path (under
     its allowed roots) and writes verdicts in its own work dir; they are copied into the stage's folder."""
 
-    def __init__(self, address: str, engine: Any) -> None:
+    def __init__(self, address: str, engine: EngineSection) -> None:
         self.address, self.engine = address, engine
         self.identity = {"kind": "http", "address": address, "engine": engine.kind}
 
-    def __call__(self, student: str, problems: list[Any], tree_path: Path, sampling: Any, out: Path, key: str) -> dict[str, Any]:  # fmt: skip
+    def __call__(
+        self, student: str, problems: list[Any], tree_path: Path, sampling: Any, out: Path, key: str
+    ) -> dict[str, Any]:
         from skillcore import write_jsonl
         from skillprofiler.client import ProfilerClient
 
@@ -91,7 +99,7 @@ class HttpProfiler:
         }
 
 
-def make_tagger(cfg: Any, data: Any, st: Any) -> Any:
+def make_tagger(cfg: PipelineConfig, data: StageResult, st: Stages) -> BatchTagger:
     from skillcore import SkillTree
     from skillpipe.stages import InProcessTagger
 
@@ -101,7 +109,7 @@ def make_tagger(cfg: Any, data: Any, st: Any) -> Any:
     return InProcessTagger(cfg.tag, data.path("tree"), exemplars, st.workdir / "tag" / "cache.sqlite")
 
 
-def make_profiler(cfg: Any) -> Any:
+def make_profiler(cfg: PipelineConfig) -> Profiler:
     from skillpipe.stages import InProcessProfiler
 
     if cfg.profile.profiler.startswith(("http://", "https://")):
@@ -110,7 +118,7 @@ def make_profiler(cfg: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------- the recipe
-def shared_stages(st: Any, cfg: Any) -> dict[str, Any]:
+def shared_stages(st: Stages, cfg: PipelineConfig) -> dict[str, Any]:
     """What every arm shares: the data, the student, the tags, the benchmarks, the profile."""
     from skillpipe import stages
 
@@ -128,7 +136,7 @@ def shared_stages(st: Any, cfg: Any) -> dict[str, Any]:
     return {"data": data, "student": student, "tagged": tagged, "bench": bench, "verdicts": verdicts}
 
 
-def arm_stages(st: Any, cfg: Any, shared: dict[str, Any]) -> dict[str, Any]:
+def arm_stages(st: Stages, cfg: PipelineConfig, shared: dict[str, Any]) -> dict[str, Any]:
     """One arm: select -> format -> train -> evaluate the fine-tuned student."""
     from skillpipe import stages
 
@@ -150,7 +158,7 @@ def arm_stages(st: Any, cfg: Any, shared: dict[str, Any]) -> dict[str, Any]:
     return {"label": label, "selected": chosen, "trained": trained, "tuned": tuned}
 
 
-def run_pipeline(cfg: Any) -> dict[str, Any]:
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Every stage, in order, under one MLflow parent run; returns the summary written to the workdir."""
     from skillcore.tracking import log_json, pipeline_run
     from skillpipe import stages
@@ -191,7 +199,7 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
     return summary
 
 
-def run_comparison(cfg: Any, arms: list[Any], seeds: list[int]) -> dict[str, Any]:
+def run_comparison(cfg: PipelineConfig, arms: list[Arm], seeds: list[int]) -> dict[str, Any]:
     """The arms x seeds on one pool, profile and student: one parent run, a nested run per arm and seed
     (params and eval metrics side by side in the MLflow compare view), the results table, the paired
     differences against random SFT and the per-skill gains as files and artifacts. Nothing is registered."""
@@ -252,7 +260,7 @@ def run_comparison(cfg: Any, arms: list[Any], seeds: list[int]) -> dict[str, Any
     return summary
 
 
-def arm_config(cfg: Any, arm: Any, seed: int) -> Any:
+def arm_config(cfg: PipelineConfig, arm: Arm, seed: int) -> PipelineConfig:
     """The pipeline config of one arm and seed: its selection and targets; the seed draws the selection and
     the training order (data, tags, profile and evaluation keep the config's own seed, so they are shared)."""
     select = cfg.select.model_copy(
@@ -267,7 +275,7 @@ def arm_config(cfg: Any, arm: Any, seed: int) -> Any:
     )
 
 
-def _finish(st: Any, cfg: Any, run: Any) -> dict[str, Any]:
+def _finish(st: Stages, cfg: PipelineConfig, run: Any) -> dict[str, Any]:
     import mlflow
     from skillcore.tracking import log_json
 
@@ -295,7 +303,7 @@ def _print_stage(name: str, info: dict[str, Any]) -> None:
     typer.secho(f"[{name}] " + ", ".join(f"{k}={v}" for k, v in shown.items()), fg="cyan")
 
 
-def _run_params(cfg: Any) -> dict[str, Any]:
+def _run_params(cfg: PipelineConfig) -> dict[str, Any]:
     """The parent run's params: what the MLflow compare view should line up across calls."""
     return {
         "preset": cfg.preset, "registry_model": cfg.registry.name, "student": cfg.student.model or "tiny-qwen3",
@@ -309,7 +317,7 @@ def _run_params(cfg: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- checks
-def check_inputs(cfg: Any) -> None:
+def check_inputs(cfg: PipelineConfig) -> None:
     """Bad input fails here, before any run is opened or stage runs, with one message (exit 2)."""
     from distill.eval import TASKS
     from skillcore import PRESETS, SkillTree

@@ -153,7 +153,7 @@ def test_pipeline_runs_every_stage_reuses_them_and_reruns_what_a_change_touches(
         for r in children
         for d in r.inputs.dataset_inputs
     }
-    assert {"pool", "tagged", "profiling", "training", "evaluation"} <= contexts
+    assert {"pool", "tagged", "profiling", "attempts", "verdicts", "training", "evaluation"} <= contexts
     version = client.get_model_version_by_alias("e2e-student", "candidate")
     assert client.get_model_version_by_alias("e2e-student", "champion").version == version.version
     train_run = next(r for r in children if r.info.run_name == "train:skill-skill")
