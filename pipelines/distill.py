@@ -364,26 +364,15 @@ def check_inputs(cfg: PipelineConfig) -> None:
 
 
 def _check_student(student: str) -> None:
-    """A local path that is no model, an MLflow URI that resolves to nothing, a Hugging Face id that cannot
-    be fetched (offline, or unknown)."""
-    from distill.models import ModelRefError, is_mlflow_uri, resolve_model
+    """A local path that is no model, a broken config.json, a Hugging Face id that cannot be fetched
+    (offline and not cached, or unknown): one message before anything runs."""
+    from distill.models import ModelRefError, check_model_ref
 
     try:
-        path = resolve_model(student)
+        check_model_ref(student, fetch=True)
     except ModelRefError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--student") from exc
-    if is_mlflow_uri(student) or Path(path).is_dir():
-        return
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(path)  # a few KB: proves the hub id is reachable (or cached) and a model
-    except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1: only cached models load)" if offline else ""
         raise typer.BadParameter(
-            f"cannot load the model {student!r} from the Hugging Face Hub{hint}: {str(exc).splitlines()[0]}; "
-            "pass a local directory or a models:/ URI, or run where the Hub is reachable",
+            f"{exc}; pass a local directory or a models:/ URI, or run where the Hub is reachable",
             param_hint="--student",
         ) from exc
 

@@ -390,11 +390,15 @@ def test_bad_inputs_fail_before_any_stage_runs(tmp_path):
     base = ["--registry-model", "x", "--workdir", str(tmp_path / "w")]
     pool = tmp_path / "pool.jsonl"
     pool.write_text('{"unique_id": "a", "question": "1+1?", "expected_answer": "2"}\n')
+    broken_model = tmp_path / "broken-model"
+    broken_model.mkdir()
+    (broken_model / "config.json").write_text("{not json")
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("select:\n  k: 1\n    w_max: 2\n")
     cases = [
         (["--student", str(tmp_path / "no-such-model")], "Invalid value for --student"),
-        (["--student", "nobody/no-such-model-anywhere"], "cannot load the model"),
+        (["--student", "nobody/no-such-model-anywhere"], "Hub access is off (HF_HUB_OFFLINE)"),
+        (["--student", str(broken_model)], "is not readable JSON"),
         (["--pool", str(tmp_path / "p.jsonl"), "--tree", str(pool)], "pool file not found"),
         (["--pool", str(pool), "--tree", str(tmp_path / "missing.json")], "--tree"),
         (["--set", "select.w_max=0.5"], "select.w_max"),

@@ -6,7 +6,45 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from distill.models import ModelRefError, model_fingerprint, parse_mlflow_uri, resolve_model
+from distill.models import (
+    ModelRefError,
+    check_model_ref,
+    model_fingerprint,
+    parse_mlflow_uri,
+    resolve_model,
+)
+
+
+def test_check_model_ref_up_front(
+    tiny_student_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert check_model_ref(tiny_student_dir) == str(tiny_student_dir.resolve())
+    assert check_model_ref("models:/student@champion") == "models:/student@champion"  # not fetched
+    with pytest.raises(ModelRefError):
+        check_model_ref("models:/bad/uri/x")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": ')
+    with pytest.raises(ModelRefError, match=r"config\.json is not readable JSON"):
+        check_model_ref(broken)
+    (broken / "config.json").write_text("[1]")
+    with pytest.raises(ModelRefError, match="not a JSON object"):
+        check_model_ref(broken)
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--org--cached" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--org--cached" / "refs").mkdir()
+    (cache / "models--org--cached" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert check_model_ref("org/not-cached") == "org/not-cached"  # online: the Hub decides later
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert check_model_ref("org/cached") == "org/cached"
+    with pytest.raises(ModelRefError, match="not in the local Hugging Face cache"):
+        check_model_ref("org/not-cached")
 
 
 def test_local_and_hub_references(tiny_student_dir: Path, tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from distill.engines import Generation, GenerationEngine, Prompt, SamplingConfig, make_engine
 from distill.profiling import (
+    PoolError,
     ProfileConfig,
     ResumeMismatchError,
+    check_pool,
     load_pool,
     log_profile_to_mlflow,
     metric_name,
@@ -265,6 +267,22 @@ def test_load_pool_requires_chains(tmp_path: Path, world_pool_small) -> None:  #
     write_jsonl(bad, [{"unique_id": "a", "question": "q", "expected_answer": "1"}])
     with pytest.raises(ValueError, match="no 'chains'"):
         load_pool(bad)
+
+
+def test_check_pool_refuses_empty_pools_and_unknown_chains(world_tree, world_pool_small) -> None:  # type: ignore[no-untyped-def]
+    check_pool(world_pool_small[:10], world_tree)
+    check_pool(world_pool_small[:10], world_tree.truncate(1))  # deeper chains match their prefix
+    with pytest.raises(PoolError, match=r"pool\.jsonl: the pool has no problems"):
+        check_pool([], world_tree, source="pool.jsonl")
+    rows = [p.model_copy() for p in world_pool_small[:8]]
+    for i in range(1, 8):
+        rows[i] = rows[i].model_copy(update={"chains": [["Nope", f"n{i}"]]})
+    with pytest.raises(PoolError) as refused:
+        check_pool(rows, world_tree, shown=3)
+    message = str(refused.value)
+    assert "7 chain(s) are not paths of the skill tree" in message
+    assert f"row 2 ({rows[1].unique_id}): 'Nope->n1'" in message and "row 4" in message
+    assert "row 5" not in message  # only the first few are named
 
 
 def test_metric_name_is_mlflow_safe() -> None:

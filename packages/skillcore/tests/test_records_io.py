@@ -125,3 +125,15 @@ def test_question_prompt_matches_paper_wording():
             "content": "Please reason step by step, and put your final answer within \\boxed{}.\n\nQuestion: What is 1+1?",
         }
     ]
+
+
+def test_hf_dataset_unreachable_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+    from skillcore.io import DatasetUnavailableError
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Couldn't reach 'owner/pool' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DatasetUnavailableError, match=r"hf://owner/pool.*Couldn't reach"):
+        list(iter_rows("hf://owner/pool"))

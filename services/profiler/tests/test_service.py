@@ -24,6 +24,25 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, world_tree, world_pool_sm
     root = tmp_path_factory.mktemp("allowed")
     world_tree.save(root / "tree.json")
     write_jsonl(root / "pool.jsonl", world_pool_small[:40])
+    (root / "empty.jsonl").write_text("")
+    rows = [p.model_dump(mode="json") for p in world_pool_small[:4]]
+    rows[1]["chains"] = [["No Such Skill", "Nowhere"]]
+    rows[3]["chains"] = [*rows[3]["chains"], ["Made Up"]]
+    write_jsonl(root / "unknown-chains.jsonl", rows)
+    broken = root / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "qwen3",')  # cut short
+    return root
+
+
+def fake_hub_cache(root: Path, repo_id: str) -> Path:
+    """A Hugging Face hub cache holding ``repo_id``'s config.json only (what an offline check looks for)."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
     return root
 
 
@@ -40,17 +59,30 @@ def server(
         "SKILLPROFILER_MLFLOW": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
         "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(fake_hub_cache(work / "hf-hub", "Qwen/Qwen3-4B")),
         "CUDA_VISIBLE_DEVICES": "",
         "BENTOML_HOME": str(work / "bentoml-home"),
     }
     argv = [bentoml_cli(), "serve", "skillprofiler.service:Profiler", "--port", str(port)]
+    log = work / "server.log"
     with (
         server_process(
-            argv, ready_url=f"http://127.0.0.1:{port}/readyz", env=env, cwd=work, startup_timeout_s=180
+            argv,
+            ready_url=f"http://127.0.0.1:{port}/readyz",
+            env=env,
+            cwd=work,
+            startup_timeout_s=180,
+            log_file=log,
         ),
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
     ):
-        yield {"client": client, "work": work, "port": port, "mlflow": env["MLFLOW_TRACKING_URI"]}
+        yield {
+            "client": client,
+            "work": work,
+            "port": port,
+            "mlflow": env["MLFLOW_TRACKING_URI"],
+            "log": log,
+        }
 
 
 def post(server: dict[str, Any], path: str, body: Any) -> httpx.Response:
@@ -134,12 +166,9 @@ def test_check_profile_references(
     assert resp.status_code == 200, resp.text
     assert resp.json()["pool"] == str((data_dir / "pool.jsonl").resolve())
     assert post(server, "/check_profile", {**ok, "model": "models:/student@champion"}).status_code == 200
-    assert (
-        post(
-            server, "/check_profile", {**ok, "model": "Qwen/Qwen3-4B", "pool": "hf://owner/pool:train"}
-        ).status_code
-        == 200
-    )
+    assert post(server, "/check_profile", {**ok, "model": "Qwen/Qwen3-4B"}).status_code == 200  # cached
+    offline_pool = post(server, "/check_profile", {**ok, "pool": "hf://owner/pool:train"})
+    assert offline_pool.status_code == 400 and "Couldn't reach 'owner/pool'" in offline_pool.json()["error"]
 
     outside = tmp_path / "pool.jsonl"
     outside.write_text((data_dir / "pool.jsonl").read_text())
@@ -242,30 +271,25 @@ def _pool(data_dir: Path) -> list[dict[str, Any]]:
 
 
 def test_profile_task_refused_and_malformed(server: dict[str, Any], data_dir: Path) -> None:
+    # refused at submit (the request is checked before BentoML stores it as a task)
     refused = post(
         server,
         "/profile/submit",
         {"model": "/etc", "pool": str(data_dir / "pool.jsonl"), "tree": str(data_dir / "tree.json")},
     )
-    assert refused.status_code == 200  # BentoML accepts the task, the task itself refuses
-    task_id = refused.json()["task_id"]
-    assert wait_task(server, task_id)["status"] == "failed"
-    got = server["client"].get("/profile/get", params={"task_id": task_id})
-    assert got.status_code == 403 and "outside the allowed roots" in got.json()["error"]
+    assert refused.status_code == 403 and "outside the allowed roots" in refused.json()["error"]
 
     bad = post(
         server,
         "/profile/submit",
         {
-            "model": "x/y",
+            "model": "Qwen/Qwen3-4B",
             "pool": str(data_dir / "pool.jsonl"),
             "tree": str(data_dir / "tree.json"),
             "samples_per_problem": 0,
         },
     )
-    assert wait_task(server, bad.json()["task_id"])["status"] == "failed"
-    got = server["client"].get("/profile/get", params={"task_id": bad.json()["task_id"]})
-    assert got.status_code == 400 and "samples_per_problem" in got.text
+    assert bad.status_code == 400 and "samples_per_problem" in bad.json()["error"]
 
     assert server["client"].get("/profile/status", params={"task_id": "nope"}).status_code == 404
     assert server["client"].get("/profile/status").status_code == 400
@@ -310,3 +334,110 @@ def test_python_client(server: dict[str, Any], data_dir: Path, tiny_student_dir:
         with pytest.raises(ProfilerError) as missing:
             client.weakest("nothing-here")
         assert missing.value.status_code == 404
+
+
+def _log_since(server: dict[str, Any], offset: int) -> str:
+    time.sleep(0.5)  # the worker's log lines reach the file shortly after the answer
+    return server["log"].read_text(encoding="utf-8", errors="replace")[offset:]
+
+
+def _log_size(server: dict[str, Any]) -> int:
+    return len(server["log"].read_text(encoding="utf-8", errors="replace"))
+
+
+def test_submit_missing_fields_starts_no_task(server: dict[str, Any], data_dir: Path) -> None:
+    start = _log_size(server)
+    resp = post(server, "/profile/submit", {"pool": str(data_dir / "pool.jsonl")})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert "missing required field(s): model, tree" in error and "task_id" not in resp.json()
+    for body in ({}, [1, 2]):
+        assert post(server, "/profile/submit", body).status_code == 400
+    not_json = server["client"].post(
+        "/profile/submit", content=b"{nope", headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    assert "is submitted" not in _log_since(server, start)  # BentoML stored no task
+
+
+def test_empty_pool_refused(server: dict[str, Any], data_dir: Path, tiny_student_dir: Path) -> None:
+    body = {
+        "model": str(tiny_student_dir),
+        "pool": str(data_dir / "empty.jsonl"),
+        "tree": str(data_dir / "tree.json"),
+    }
+    start = _log_size(server)
+    for path in ("/check_profile", "/profile/submit"):
+        resp = post(server, path, body)
+        assert resp.status_code == 400, (path, resp.text)
+        assert "the pool has no problems" in resp.json()["error"]
+    assert "is submitted" not in _log_since(server, start)
+
+
+def test_unknown_chains_refused(server: dict[str, Any], data_dir: Path, tiny_student_dir: Path) -> None:
+    body = {
+        "model": str(tiny_student_dir),
+        "pool": str(data_dir / "unknown-chains.jsonl"),
+        "tree": str(data_dir / "tree.json"),
+    }
+    for path in ("/check_profile", "/profile/submit"):
+        resp = post(server, path, body)
+        assert resp.status_code == 400, (path, resp.text)
+        error = resp.json()["error"]
+        assert "2 chain(s) are not paths of the skill tree" in error
+        assert "row 2" in error and "No Such Skill->Nowhere" in error
+        assert "row 4" in error and "Made Up" in error
+
+
+def test_bad_model_references_are_client_errors(server: dict[str, Any], data_dir: Path) -> None:
+    ok = {"pool": str(data_dir / "pool.jsonl"), "tree": str(data_dir / "tree.json")}
+    cases = [
+        (str(data_dir / "broken-model"), "config.json is not readable JSON"),
+        ("nobody/not-cached-model", "not in the local Hugging Face cache"),
+    ]
+    for model, message in cases:
+        for path in ("/check_profile", "/profile/submit"):
+            began = time.monotonic()
+            resp = post(server, path, {**ok, "model": model})
+            assert time.monotonic() - began < 10, (model, path)
+            assert resp.status_code == 400, (model, path, resp.text)
+            assert message in resp.json()["error"]
+    cached = post(server, "/check_profile", {**ok, "model": "Qwen/Qwen3-4B"})
+    assert cached.status_code == 200, cached.text
+
+
+def test_client_errors_logged_in_one_line(server: dict[str, Any], data_dir: Path) -> None:
+    start = _log_size(server)
+    assert post(server, "/judge", {"items": []}).status_code == 400  # BentoML's own payload validation
+    assert post(server, "/check_profile", {"model": "x"}).status_code == 400
+    assert post(server, "/weakest", {"profile_id": "../x"}).status_code == 400
+    assert post(server, "/profile/submit", {}).status_code == 400
+    log = _log_since(server, start)
+    assert "Traceback" not in log and "[ERROR]" not in log
+    assert "WARNING" in log and "validation error" in log and "profile/submit refused (400)" in log
+
+
+def test_server_faults_keep_error_and_traceback() -> None:
+    import logging
+
+    from pydantic import BaseModel, ValidationError
+    from skillprofiler.service import ClientErrorLogFilter
+
+    class M(BaseModel):
+        x: int
+
+    try:
+        M.model_validate({})
+    except ValidationError:
+        client = logging.LogRecord(
+            "b", logging.ERROR, __file__, 1, "Exception on %s", ("/j",), sys.exc_info()
+        )
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        fault = logging.LogRecord("b", logging.ERROR, __file__, 1, "Exception on %s", ("/j",), sys.exc_info())
+    log_filter = ClientErrorLogFilter()
+    assert log_filter.filter(client) and log_filter.filter(fault)
+    assert client.levelname == "WARNING" and client.exc_info is None
+    assert "x: missing" not in client.getMessage() and "missing required field(s): x" in client.getMessage()
+    assert fault.levelname == "ERROR" and fault.exc_info is not None

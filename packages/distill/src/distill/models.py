@@ -10,6 +10,7 @@ version; a fresh store that numbers a new model version 1 again does not get the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -60,6 +61,62 @@ def resolve_model(ref: str | Path, *, cache_dir: str | Path | None = None) -> st
     if text.startswith((".", "/", "~")) or not HF_ID.match(text):
         raise ModelRefError(f"model {text!r} is not a local directory, a Hugging Face id or a models:/ URI")
     return text
+
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``), read now."""
+    return any(
+        os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def check_model_ref(ref: str | Path, *, fetch: bool = False) -> str:
+    """Check a model reference up front, cheaply, without loading weights.
+
+    An MLflow URI must be well formed (the registry is asked only when the model is loaded). A local
+    directory must hold a ``config.json`` that parses as a JSON object. A Hub id while offline
+    (``hub_offline()``) must have its ``config.json`` in the local Hugging Face cache; online, with
+    ``fetch``, its ``config.json`` (a few KB) is fetched to prove the id exists and is reachable. Returns
+    what ``resolve_model`` returns for local directories and Hub ids, the URI itself for MLflow models.
+    Raises ``ModelRefError`` saying what is wrong.
+    """
+    text = str(ref)
+    if is_mlflow_uri(text):
+        parse_mlflow_uri(text)
+        return text
+    resolved = resolve_model(text)
+    local = Path(resolved)
+    if local.is_dir():
+        config = local / "config.json"
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelRefError(f"model {text!r}: {config} is not readable JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelRefError(f"model {text!r}: {config} is not a JSON object")
+        return resolved
+    if hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(text, "config.json")
+        if not isinstance(cached, str):
+            raise ModelRefError(
+                f"model {text!r} is a Hugging Face id, but Hub access is off (HF_HUB_OFFLINE) and it is not "
+                "in the local Hugging Face cache"
+            )
+    elif fetch:
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(resolved)
+        except (OSError, ValueError) as exc:
+            raise ModelRefError(
+                f"cannot load the model {text!r} from the Hugging Face Hub: {str(exc).splitlines()[0]}"
+            ) from None
+    return resolved
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")

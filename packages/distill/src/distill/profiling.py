@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skillcore import SkillProfile, SkillTree, TaggedProblem
 from skillcore.io import atomic_write_text, iter_rows
 from skillcore.records import map_record
+from skillcore.tree import format_chain
 
 from distill.engines import GenerationEngine, SamplingConfig
 from distill.rollout import (
@@ -82,6 +83,39 @@ def load_pool(
     if len(set(ids)) != len(ids):
         raise ValueError(f"{source}: unique_id values repeat")
     return problems
+
+
+class PoolError(ValueError):
+    """A pool that cannot be profiled against a tree: no problems, or chains the tree does not hold."""
+
+
+def check_pool(
+    problems: Sequence[TaggedProblem], tree: SkillTree, *, source: str | Path = "pool", shown: int = 5
+) -> None:
+    """Refuse a pool that would profile nothing or would silently drop skills.
+
+    Raises ``PoolError`` when ``problems`` is empty, or when a chain is not a path of ``tree`` (matched as
+    ``SkillProfile`` matches them: chains deeper than a truncated tree match their prefix). The message
+    names the first ``shown`` unknown chains with their row (1-based, in pool order) and ``unique_id``.
+    No tolerance: one unknown chain refuses the pool (tag it against this tree first).
+    """
+    if not problems:
+        raise PoolError(f"{source}: the pool has no problems")
+    max_depth = int(tree.depth.max())
+    unknown: list[str] = []
+    count = 0
+    for row, problem in enumerate(problems, start=1):
+        for chain in problem.chains:
+            node = tree.find(tuple(chain)[:max_depth])
+            if node is None or node.index == 0:
+                count += 1
+                if len(unknown) < shown:
+                    unknown.append(f"row {row} ({problem.unique_id}): {format_chain(chain)!r}")
+    if count:
+        raise PoolError(
+            f"{source}: {count} chain(s) are not paths of the skill tree, e.g. {'; '.join(unknown)}"
+            " (tag the pool against this tree)"
+        )
 
 
 def profile_student(

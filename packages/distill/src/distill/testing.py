@@ -63,10 +63,14 @@ def server_process(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     startup_timeout_s: float = 120.0,
+    log_file: str | Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` in its own process group, wait for ``ready_url``, stop the whole group on exit."""
+    """Run ``argv`` in its own process group, wait for ``ready_url``, stop the whole group on exit.
+
+    Its output goes to ``log_file`` when given (kept, for tests that read the server's log), else to a
+    temporary file removed on exit."""
     log_dir = Path(tempfile.mkdtemp(prefix="skilldistill-server-"))
-    log = log_dir / "server.log"
+    log = Path(log_file) if log_file is not None else log_dir / "server.log"
     with open(log, "wb") as fh:
         process = subprocess.Popen(
             argv,

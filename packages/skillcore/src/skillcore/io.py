@@ -14,6 +14,10 @@ from typing import IO, Any
 from pydantic import BaseModel
 
 
+class DatasetUnavailableError(ValueError):
+    """An ``hf://`` dataset could not be reached (Hub access off or down) and is not in the local cache."""
+
+
 class JsonlError(ValueError):
     """A JSONL line could not be parsed; names the file and the 1-based line number."""
 
@@ -188,6 +192,9 @@ def load_hf_rows(uri: str) -> Iterator[dict[str, Any]]:
     import datasets
 
     name, split = parse_hf_uri(uri)
-    dataset = datasets.load_dataset(name, split=split)
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except ConnectionError as exc:  # offline (HF_HUB_OFFLINE) or the Hub unreachable, and not cached
+        raise DatasetUnavailableError(f"pool {uri!r}: {exc}") from exc
     for row in dataset:
         yield dict(row)

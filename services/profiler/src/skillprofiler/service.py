@@ -18,17 +18,18 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import bentoml
 from distill.engines import EngineError, SamplingConfig, make_engine
 from distill.judge import JudgeItem, MathJudge
-from distill.models import ModelRefError
+from distill.models import ModelRefError, check_model_ref
 from distill.profiling import (
     ProfileConfig,
     ResumeMismatchError,
+    check_pool,
     load_pool,
     log_profile_to_mlflow,
     profile_student,
@@ -37,7 +38,7 @@ from distill.profiling import (
     write_reports,
 )
 from pydantic import BaseModel, Field, ValidationError
-from skillcore import ProfileError, SkillProfile, SkillTree, SkillTreeError
+from skillcore import ProfileError, SkillProfile, SkillTree, SkillTreeError, TaggedProblem
 from skillcore.io import JsonlError
 from starlette.responses import JSONResponse
 
@@ -100,26 +101,214 @@ def _error(status: int, message: str, ctx: Any = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def validation_message(exc: ValidationError) -> str:
+    """One line naming what is wrong with a payload: missing fields first, then the other errors."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
+    others = [
+        f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}" for e in errors if e["type"] != "missing"
+    ]
+    parts = [f"missing required field(s): {', '.join(missing)}"] if missing else []
+    return f"{exc.error_count()} validation error(s) for {exc.title}: " + "; ".join(parts + others)
+
+
+def client_error(exc: BaseException) -> tuple[int, str] | None:
+    """The 4xx status and message for an error that is the client's (None: a server fault)."""
+    if isinstance(exc, RefusedReference):
+        return 403, str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return 404, str(exc)
+    if isinstance(exc, ProfileError | ResumeMismatchError):  # saved state does not fit the request
+        return 409, str(exc)
+    if isinstance(exc, ValidationError):
+        return 400, validation_message(exc)
+    if isinstance(exc, ValueError | ModelRefError | SkillTreeError | JsonlError | KeyError):
+        return 400, str(exc)
+    if isinstance(exc, EngineError):
+        return 422, str(exc)
+    return None
+
+
 def http_errors(func: F) -> F:
-    """Map library errors to clear 4xx JSON answers ({"error": ...}); BentoML masks 403 bodies otherwise."""
+    """Map library errors to clear 4xx JSON answers ({"error": ...}); BentoML masks 403 bodies otherwise.
+
+    Client errors are logged in one line at WARNING; anything else propagates (BentoML answers 500 and
+    logs it at ERROR with its traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx")
         try:
             return func(*args, **kwargs)
-        except RefusedReference as exc:
-            return _error(403, str(exc), ctx)
-        except FileNotFoundError as exc:
-            return _error(404, str(exc), ctx)
-        except (ProfileError, ResumeMismatchError) as exc:  # saved state does not fit the request
-            return _error(409, str(exc), ctx)
-        except (ValueError, ValidationError, ModelRefError, SkillTreeError, JsonlError, KeyError) as exc:
-            return _error(400, str(exc), ctx)
-        except EngineError as exc:
-            return _error(422, str(exc), ctx)
+        except Exception as exc:
+            mapped = client_error(exc)
+            if mapped is None:
+                raise
+            status, message = mapped
+            log.warning("%s refused (%d): %s", func.__name__, status, _one_line(message))
+            return _error(status, message, ctx)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """BentoML logs every refused payload (pydantic ``ValidationError``, 4xx ``BentoMLException``) at ERROR
+    with a traceback. Turn those records into one WARNING line; real faults (5xx, other exceptions) keep
+    ERROR and their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        if isinstance(exc, ValidationError):
+            detail = validation_message(exc)
+        elif isinstance(exc, bentoml.exceptions.BentoMLException) and int(exc.error_code) < 500:
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            return True
+        message = record.getMessage()
+        record.msg, record.args = "%s: %s", (message, _one_line(detail))
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+BENTOML_ERROR_LOGGERS = ("bentoml._internal.server.http_app", "_bentoml_impl.server.app")
+
+
+def install_log_filter() -> None:
+    for name in BENTOML_ERROR_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, ClientErrorLogFilter) for f in target.filters):
+            target.addFilter(ClientErrorLogFilter())
+
+
+# ---------------------------------------------------------------------------- request checks
+def check_request(
+    settings: Settings,
+    model: str,
+    pool: str,
+    tree: str,
+    engine: str,
+    base_url: str | None,
+    profile_id: str | None,
+) -> ProfileCheck:
+    """References: allowed roots and servers, well-formed ids, and the model reference itself (a local
+    folder with a parseable config.json; a Hub id in the local cache while offline)."""
+    if engine == "openai":
+        if not base_url:
+            raise ValueError("engine 'openai' needs base_url")
+        settings.check_base_url(base_url)
+        checked_model = model  # the served model's name
+    else:
+        checked_model = check_model_ref(settings.check_model(model))
+    if profile_id is not None:
+        settings.profile_dir(profile_id)
+    return ProfileCheck(
+        model=checked_model,
+        pool=settings.check_pool(pool),
+        tree=str(settings.check_tree(tree)),
+        engine=engine,
+        profile_id=profile_id,
+    )
+
+
+def load_checked(checked: ProfileCheck, *, limit: int | None = None) -> tuple[SkillTree, list[TaggedProblem]]:
+    """The tree and the pool, refused (``PoolError``) when the pool is empty or names unknown skills."""
+    skill_tree = SkillTree.load(checked.tree)
+    problems = load_pool(checked.pool, limit=limit)
+    check_pool(problems, skill_tree, source=checked.pool)
+    return skill_tree, problems
+
+
+def precheck_submit(settings: Settings, body: bytes) -> tuple[int, str] | None:
+    """What ``/profile/submit`` would refuse before a task is stored: (status, message), or None to go on.
+
+    The same payload validation as the task (its BentoML input model), the same reference checks, and the
+    tree and pool loaded and checked (so an empty pool or unknown chains never become a task)."""
+    try:
+        data = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return 400, f"request body is not valid JSON: {exc}"
+    if not isinstance(data, dict):
+        return 400, "request body must be a JSON object"
+    try:
+        request = Profiler.apis["profile"].input_spec.model_validate(data)  # type: ignore[attr-defined]
+        fields = {k: getattr(request, k) for k in type(request).model_fields}
+        checked = check_request(
+            settings,
+            fields["model"],
+            fields["pool"],
+            fields["tree"],
+            fields["engine"],
+            fields["base_url"],
+            fields["profile_id"],
+        )
+        load_checked(checked, limit=fields["limit"])
+    except Exception as exc:
+        mapped = client_error(exc)
+        if mapped is None:
+            raise
+        return mapped
+    return None
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class SubmitCheckMiddleware:
+    """BentoML stores any ``/profile/submit`` body as a task and validates it only when the task runs;
+    this checks it first and answers the 4xx itself, so a refused request starts no task."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], path: str = "/profile/submit"):
+        self.app = app
+        self.path = path
+        self.settings: Settings | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path", "").rstrip("/") != self.path
+        ):
+            await self.app(scope, receive, send)
+            return
+        import anyio
+
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if self.settings is None:
+            self.settings = Settings.from_env()
+        refused = await anyio.to_thread.run_sync(precheck_submit, self.settings, body)
+        if refused is not None:
+            status, message_text = refused
+            log.warning("profile/submit refused (%d): %s", status, _one_line(message_text))
+            await _error(status, message_text)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 # ---------------------------------------------------------------------------- the service
@@ -134,6 +323,7 @@ class Profiler:
         self.settings = Settings.from_env()
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         self.math_judge = MathJudge(workers=self.settings.judge_workers, timeout_s=5.0)
+        install_log_filter()
         log.info(
             "allowed roots: %s; work dir: %s",
             ", ".join(map(str, self.settings.allowed_roots)),
@@ -165,22 +355,7 @@ class Profiler:
     def _check(
         self, model: str, pool: str, tree: str, engine: str, base_url: str | None, profile_id: str | None
     ) -> ProfileCheck:
-        if engine == "openai":
-            if not base_url:
-                raise ValueError("engine 'openai' needs base_url")
-            self.settings.check_base_url(base_url)
-            checked_model = model  # the served model's name
-        else:
-            checked_model = self.settings.check_model(model)
-        if profile_id is not None:
-            self.settings.profile_dir(profile_id)
-        return ProfileCheck(
-            model=checked_model,
-            pool=self.settings.check_pool(pool),
-            tree=str(self.settings.check_tree(tree)),
-            engine=engine,
-            profile_id=profile_id,
-        )
+        return check_request(self.settings, model, pool, tree, engine, base_url, profile_id)
 
     @bentoml.api
     @http_errors
@@ -193,8 +368,12 @@ class Profiler:
         base_url: str | None = None,
         profile_id: str | None = None,
     ) -> ProfileCheck:
-        """Validate a profiling request (what /profile/submit would run) and return the resolved references."""
-        return self._check(model, pool, tree, engine, base_url, profile_id)
+        """Validate a profiling request (what /profile/submit would run) and return the resolved references.
+
+        The tree and the pool are loaded too: an empty pool or chains the tree does not hold are refused."""
+        checked = self._check(model, pool, tree, engine, base_url, profile_id)
+        load_checked(checked)
+        return checked
 
     @bentoml.task
     @http_errors
@@ -224,8 +403,7 @@ class Profiler:
         task_id = getattr(ctx.request.state, "task_id", None) if ctx.request is not None else None
         pid = profile_id or task_id or uuid.uuid4().hex
         out = self.settings.profile_dir(pid)
-        skill_tree = SkillTree.load(checked.tree)
-        problems = load_pool(checked.pool, limit=limit)
+        skill_tree, problems = load_checked(checked, limit=limit)
         out.mkdir(parents=True, exist_ok=True)
         config = ProfileConfig(
             samples_per_problem=samples_per_problem,
@@ -289,3 +467,7 @@ class Profiler:
             raise FileNotFoundError(f"no finished profile {profile_id!r}")
         prof = SkillProfile.load(profile_file, SkillTree.load(Path(out / "tree.json")))
         return [WeakSkill(**w) for w in weakest_report(prof, k, min_attempts=min_attempts)]
+
+
+install_log_filter()  # also set in the worker by Profiler.__init__, after BentoML configured logging
+Profiler.add_asgi_middleware(SubmitCheckMiddleware)  # type: ignore[attr-defined]
