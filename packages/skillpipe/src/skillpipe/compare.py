@@ -117,7 +117,7 @@ def paired_difference(
         diffs[bench] = np.mean(
             [[arm[s][bench][uid] - baseline[s][bench][uid] for uid in ids] for s in seeds], axis=0
         )
-    point = float(np.mean([d.mean() for d in diffs.values()]))
+    point = round(float(np.mean([d.mean() for d in diffs.values()])), 12)  # no "-0.00" from float noise
     rng = np.random.default_rng(seed)
     boots = np.zeros(n_resamples)
     for d in diffs.values():
