@@ -112,3 +112,9 @@ def test_engine_options_reach_the_engines_argument_builders():
         "base_url": "http://127.0.0.1:8000/v1"
     }
     assert EngineSection(batch_size=8).options() == {"batch_size": 8}
+
+
+@pytest.mark.parametrize("pair", ["train.sft=5", "profile=3", "select=[1]", "evaluate.eval=x"])
+def test_a_section_given_a_scalar_is_refused(pair):
+    with pytest.raises(ConfigError, match="holds a mapping of settings"):
+        load_config(sets=[pair])

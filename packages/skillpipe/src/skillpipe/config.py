@@ -266,6 +266,14 @@ def load_config(
 
 def resolve(raw: dict[str, Any], where: str = "config") -> PipelineConfig:
     """Validate a raw mapping: SFT and evaluation settings start from their presets, one seed for all."""
+    nested = {"train": "sft", "evaluate": "eval", "profile": "sampling", "select": None}
+    for section, inner in nested.items():
+        value = raw.get(section)
+        if isinstance(value, dict) and inner is not None:
+            value = value.get(inner)
+            section = f"{section}.{inner}"
+        if not isinstance(value, dict | None):
+            raise ConfigError(f"{where}: {section} holds a mapping of settings, got {value!r}")
     raw = dict(raw)
     seed = raw.get("seed", 0)
     train = dict(raw.get("train") or {})
