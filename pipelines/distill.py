@@ -332,7 +332,9 @@ def check_inputs(cfg: PipelineConfig) -> None:
         raise typer.BadParameter(f"pool file not found: {cfg.data.pool}", param_hint="--pool")
     if cfg.data.tree is not None:
         try:
-            SkillTree.load(cfg.data.tree)
+            SkillTree.load(
+                cfg.data.tree, duplicates=cfg.data.tree_duplicates, raw_levels=cfg.data.tree_raw_levels
+            )
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--tree") from exc
     if cfg.data.exemplars is not None and not Path(cfg.data.exemplars).is_file():

@@ -178,3 +178,40 @@ def test_sharded_evaluation_merges_into_one_report(
     assert not merged_file.exists() or merged_file.read_text() == ""  # nothing was left to generate
     bad = runner.invoke(app, [*base, "--shard", "2/2"])
     assert bad.exit_code == 2 and "0 <= I < N" in bad.output
+
+
+def test_profile_and_weakest_take_the_tree_duplicate_policy(tmp_path: Path) -> None:
+    from skillcore import SkillProfile, SkillTree
+    from skillcore.synthetic import with_duplicate_siblings
+
+    leaves = [["A", "x"], ["A", "y"], ["A", "z"], ["B", "u"], ["B", "v"]]
+    tree = SkillTree.from_dict(
+        {
+            "name": "r",
+            "children": [{"name": n, "children": [{"name": c} for a, c in leaves if a == n]} for n in "AB"],
+        }
+    )
+    (tmp_path / "dup.json").write_text(json.dumps(with_duplicate_siblings(tree.to_dict())))
+    SkillProfile.from_arrays(tree, [[leaf] for leaf in leaves], [4] * 5, [0, 1, 2, 3, 4]).save(
+        tmp_path / "profile.json"
+    )
+    runner = CliRunner()
+
+    def flat(output: str) -> str:
+        return " ".join(output.replace("│", " ").split())
+
+    base = ["profile", "--model", "m", "--tree", str(tmp_path / "dup.json"), "--out", str(tmp_path / "o")]
+    base += ["--pool", str(tmp_path / "missing.jsonl"), "--no-mlflow"]
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "--tree-duplicates merge" in flat(refused.output)
+    merged = runner.invoke(app, [*base, "--tree-duplicates", "merge"])  # the tree is read; the pool is not
+    assert merged.exit_code == 2 and "missing.jsonl" in merged.output and "duplicate" not in merged.output
+
+    weak = ["weakest", "--profile", str(tmp_path / "profile.json"), "--tree", str(tmp_path / "dup.json")]
+    weak += ["--k", "2", "--json"]
+    refused = runner.invoke(app, weak)
+    assert refused.exit_code == 2 and "--tree-duplicates merge" in flat(refused.output)
+    shown = runner.invoke(app, [*weak, "--tree-duplicates", "merge"])
+    assert shown.exit_code == 0, shown.output
+    assert len(json.loads(shown.stdout)) == 2
+    assert SkillTree.load(tmp_path / "dup.json", duplicates="merge").content_hash() == tree.content_hash()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from skillcore.cli_options import TreeDuplicatesOpt, TreeRawLevelsOpt, load_tree_or_exit
 
 app = typer.Typer(
     add_completion=False,
@@ -66,6 +67,8 @@ def profile(
     tree: Annotated[Path, typer.Option(help="skill tree JSON/YAML", exists=True, dir_okay=False)],
     pool: Annotated[str, typer.Option(help="tagged pool: JSONL path or hf://owner/name[:split]")],
     out: Annotated[Path, typer.Option(help="output folder (reuse it to resume)")],
+    tree_duplicates: TreeDuplicatesOpt = "error",
+    tree_raw_levels: TreeRawLevelsOpt = "instances",
     engine: Annotated[str, typer.Option(help="hf | openai | vllm")] = "hf",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (engine openai)")] = None,
     k: Annotated[int, typer.Option(help="samples per problem")] = 1,
@@ -89,8 +92,6 @@ def profile(
     shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
 ) -> None:
     """Run a student on a tagged pool, judge its answers and build the per-skill profile."""
-    from skillcore import SkillTree
-
     from distill.engines import SamplingConfig
     from distill.profiling import ProfileConfig, ResumeMismatchError, load_pool, run_profile
 
@@ -98,7 +99,7 @@ def profile(
     opts = _engine_opts(engine, base_url, batch_size, device, concurrency, tensor_parallel_size)
     if mlflow_log:
         _say_store()
-    skill_tree = SkillTree.load(tree)
+    skill_tree = load_tree_or_exit(tree, tree_duplicates, tree_raw_levels)
     try:
         problems = load_pool(pool, mapping=mapping, limit=limit)
     except (OSError, ValueError, KeyError) as exc:
@@ -183,16 +184,18 @@ def weakest(
         Path, typer.Option("--profile", help="profile.json of a finished run", exists=True)
     ],
     tree: Annotated[Path, typer.Option(help="the skill tree the profile was built on", exists=True)],
+    tree_duplicates: TreeDuplicatesOpt = "error",
+    tree_raw_levels: TreeRawLevelsOpt = "instances",
     k: int = 10,
     min_attempts: int = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """The k weakest leaf skills of a saved profile."""
-    from skillcore import SkillProfile, SkillTree
+    from skillcore import SkillProfile
 
     from distill.profiling import weakest_markdown, weakest_report
 
-    prof = SkillProfile.load(profile_json, SkillTree.load(tree))
+    prof = SkillProfile.load(profile_json, load_tree_or_exit(tree, tree_duplicates, tree_raw_levels))
     rows = weakest_report(prof, k, min_attempts=min_attempts)
     typer.echo(json.dumps(rows, indent=1) if as_json else weakest_markdown(rows))
 

@@ -11,7 +11,15 @@ from skillcore.records import (
     Verdict,
     map_record,
 )
-from skillcore.tree import CHAIN_SEPARATOR, SkillNode, SkillTree, SkillTreeError, format_chain, parse_chain
+from skillcore.tree import (
+    CHAIN_SEPARATOR,
+    RawConversion,
+    SkillNode,
+    SkillTree,
+    SkillTreeError,
+    format_chain,
+    parse_chain,
+)
 
 __all__ = [
     "CHAIN_SEPARATOR",
@@ -22,6 +30,7 @@ __all__ = [
     "JsonlError",
     "PoolProblem",
     "ProfileError",
+    "RawConversion",
     "ReadStats",
     "SkillNode",
     "SkillProfile",

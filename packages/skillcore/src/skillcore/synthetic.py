@@ -6,6 +6,8 @@ or SkillMix-like (a shallow tree of ~100 leaves).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from skillcore.tree import SkillNode, SkillTree
@@ -67,3 +69,19 @@ def random_chains(
         out.append([paths[int(i)] for i in picks[pos : pos + c]])
         pos += c
     return out
+
+
+def with_duplicate_siblings(data: dict[str, Any]) -> dict[str, Any]:
+    """A nested tree dict whose depth-1 skills with two or more children are each split into two sibling
+    nodes of the same name (first half and second half of the children): refused with the default
+    duplicate-name policy, and merged back into ``data``'s tree by ``duplicates="merge"``."""
+    children = []
+    for child in data.get("children") or []:
+        kids = child.get("children") or []
+        if len(kids) >= 2:
+            half = len(kids) // 2
+            children.append({**child, "children": kids[:half]})
+            children.append({**child, "children": kids[half:]})
+        else:
+            children.append(child)
+    return {**data, "children": children}

@@ -5,8 +5,18 @@ Two input formats are accepted:
 * nested ``{"name": ..., "description": ..., "children": [...]}`` JSON, as used by the public SkillMix
   and EvalTree skill trees (the root's name is kept but excluded from chains);
 * EvalTree's raw ``{"description": ..., "subtrees": ...}`` output, where a dict (or a list of dicts)
-  of subtrees makes an internal node and a list of instance indices or a single integer index makes
-  a leaf. A node's name is its description.
+  of subtrees makes an internal node, a list of instance indices makes a leaf (a group of instances)
+  and a single integer index makes an *instance-level* node (one benchmark instance). A node's name is
+  its description. ``raw_levels="instances"`` (the default) keeps instance-level nodes as leaves;
+  ``raw_levels="groups"`` drops them, so their parent, the group of instances, becomes the leaf (what
+  the processed public EvalTree trees hold). The conversion logs, and keeps in
+  ``SkillTree.raw_conversion``, how many instance-level nodes it found, kept and dropped.
+
+Sibling nodes with the same name are refused (``duplicates="error"``, listing every clash) or merged
+(``duplicates="merge"``). Every entry point offers both settings: ``--tree-duplicates`` and
+``--tree-raw-levels`` on the command lines (``skillcore.cli_options``), ``data.tree_duplicates`` and
+``data.tree_raw_levels`` in the pipeline config, ``SKILLPROFILER_TREE_DUPLICATES`` and
+``SKILLPROFILER_TREE_RAW_LEVELS`` for the profiler service.
 
 A *chain* (or path) is the list of node names from depth 1 down to a node, root excluded. Node ids are
 derived from the chain only, so they are stable across processes and file orderings.
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +38,65 @@ import yaml
 
 CHAIN_SEPARATOR = "->"
 DuplicatePolicy = Literal["error", "merge"]
+RawLevels = Literal["instances", "groups"]
+DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = ("error", "merge")
+RAW_LEVELS: tuple[RawLevels, ...] = ("instances", "groups")
+# How to choose the merge policy, named in the error that lists duplicate siblings.
+DUPLICATES_HINT = (
+    "to merge them: --tree-duplicates merge (skillselect, distill, skilltagger), "
+    "--set data.tree_duplicates=merge (pipeline config), SKILLPROFILER_TREE_DUPLICATES=merge (profiler "
+    "service), duplicates='merge' (Python)"
+)
+
+log = logging.getLogger("skillcore.tree")
 
 
 class SkillTreeError(ValueError):
     """A skill tree document is malformed; the message lists every problem found."""
+
+
+def check_duplicates_policy(value: str) -> DuplicatePolicy:
+    """``value`` if it is a known duplicate-name policy; ValueError naming the choices otherwise."""
+    for policy in DUPLICATE_POLICIES:
+        if value == policy:
+            return policy
+    raise ValueError(
+        f"unknown duplicate-name policy {value!r}: choose one of {', '.join(DUPLICATE_POLICIES)}"
+    )
+
+
+def check_raw_levels(value: str) -> RawLevels:
+    """``value`` if it is a known raw-EvalTree conversion; ValueError naming the choices otherwise."""
+    for levels in RAW_LEVELS:
+        if value == levels:
+            return levels
+    raise ValueError(f"unknown raw EvalTree levels {value!r}: choose one of {', '.join(RAW_LEVELS)}")
+
+
+@dataclass(frozen=True)
+class RawConversion:
+    """What the EvalTree raw-format conversion kept.
+
+    ``instance_nodes``: nodes whose ``subtrees`` is one instance index; ``instance_leaves``: those kept
+    as leaves (``raw_levels="instances"``); ``dropped_instances``: those removed (``"groups"``);
+    ``group_leaves``: nodes that became leaves because every child was an instance-level node."""
+
+    raw_levels: RawLevels
+    instance_nodes: int
+    instance_leaves: int
+    dropped_instances: int
+    group_leaves: int
+
+    def describe(self) -> str:
+        if self.raw_levels == "instances":
+            return (
+                f"EvalTree raw conversion (raw_levels=instances): {self.instance_leaves} instance-level "
+                f"node(s) kept as leaves (--tree-raw-levels groups stops at their groups)"
+            )
+        return (
+            f"EvalTree raw conversion (raw_levels=groups): {self.dropped_instances} instance-level node(s) "
+            f"dropped, {self.group_leaves} group(s) of instances became leaves"
+        )
 
 
 @dataclass
@@ -78,6 +144,7 @@ class SkillTree:
 
     def __init__(self, root: SkillNode) -> None:
         self.root = root
+        self.raw_conversion: RawConversion | None = None  # set when built from EvalTree's raw format
         self.nodes: list[SkillNode] = []
         self._by_path: dict[tuple[str, ...], SkillNode] = {}
         self._index(root, ())
@@ -109,13 +176,30 @@ class SkillTree:
         return np.array(out[::-1], dtype=np.int64)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, duplicates: DuplicatePolicy = "error") -> SkillTree:
-        """Build from either supported JSON shape (detected from the root's keys)."""
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        duplicates: DuplicatePolicy | str = "error",
+        raw_levels: RawLevels | str = "instances",
+    ) -> SkillTree:
+        """Build from either supported JSON shape (detected from the root's keys).
+
+        ``duplicates``: ``"error"`` refuses sibling nodes with the same name (listing them all),
+        ``"merge"`` merges them. ``raw_levels`` (EvalTree raw format only): ``"instances"`` keeps
+        instance-level nodes as leaves, ``"groups"`` drops them so groups of instances are the leaves.
+        Any other value is a ValueError."""
+        policy = check_duplicates_policy(duplicates)
+        levels = check_raw_levels(raw_levels)
         if not isinstance(data, Mapping):
             raise SkillTreeError(f"a skill tree must be a JSON object, got {type(data).__name__}")
         errors: list[str] = []
+        conversion: RawConversion | None = None
         if "subtrees" in data:
-            root = _parse_evaltree(data, (), errors)
+            instances: set[int] = set()
+            root = _parse_evaltree(data, (), errors, instances)
+            if not errors:
+                conversion = _apply_raw_levels(root, levels, instances)
         elif "name" in data or "children" in data:
             root = _parse_nested(data, (), errors, is_root=True)
         else:
@@ -125,20 +209,30 @@ class SkillTree:
             )
         if errors:
             raise SkillTreeError("invalid skill tree:\n  " + "\n  ".join(errors))
-        _resolve_duplicates(root, (), duplicates)
+        _resolve_duplicates(root, (), policy)
         if not root.children:
             raise SkillTreeError("a skill tree needs at least one skill below the root")
-        return cls(root)
+        tree = cls(root)
+        if conversion is not None:
+            tree.raw_conversion = conversion
+            log.info("%s; %d nodes, %d leaves", conversion.describe(), len(tree) - 1, tree.n_leaves)
+        return tree
 
     @classmethod
-    def load(cls, path: str | Path, *, duplicates: DuplicatePolicy = "error") -> SkillTree:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        duplicates: DuplicatePolicy | str = "error",
+        raw_levels: RawLevels | str = "instances",
+    ) -> SkillTree:
         path = Path(path)
         text = path.read_text(encoding="utf-8")
         try:
             data = yaml.safe_load(text) if path.suffix in {".yaml", ".yml"} else json.loads(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SkillTreeError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
-        return cls.from_dict(data, duplicates=duplicates)
+        return cls.from_dict(data, duplicates=duplicates, raw_levels=raw_levels)
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -269,7 +363,8 @@ def _parse_nested(data: Any, path: tuple[str, ...], errors: list[str], *, is_roo
     return SkillNode(name or "?", description, children)
 
 
-def _parse_evaltree(data: Any, path: tuple[str, ...], errors: list[str]) -> SkillNode:
+def _parse_evaltree(data: Any, path: tuple[str, ...], errors: list[str], instances: set[int]) -> SkillNode:
+    """Parse a raw EvalTree node; the ``id`` of every instance-level node parsed is added to ``instances``."""
     if not isinstance(data, Mapping):
         errors.append(f"{_where(path)}: expected an object with 'subtrees', got {type(data).__name__}")
         return SkillNode("?")
@@ -277,6 +372,7 @@ def _parse_evaltree(data: Any, path: tuple[str, ...], errors: list[str]) -> Skil
     description = data.get("description")
     name = "root" if is_root and description is None else _check_name(description, path, errors)
     subtrees = data.get("subtrees")
+    instance = False
     children: list[SkillNode] = []
     items: list[tuple[str, Any]] = []
     if isinstance(subtrees, Mapping):
@@ -286,7 +382,7 @@ def _parse_evaltree(data: Any, path: tuple[str, ...], errors: list[str]) -> Skil
     elif isinstance(subtrees, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in subtrees):
         pass  # a leaf holding instance indices
     elif isinstance(subtrees, int) and not isinstance(subtrees, bool):
-        pass  # a leaf holding one instance index
+        instance = True  # an instance-level node: one instance index
     else:
         errors.append(
             f"{_where(path)}: 'subtrees' must be a dict or list of subtrees, a list of instance "
@@ -295,9 +391,41 @@ def _parse_evaltree(data: Any, path: tuple[str, ...], errors: list[str]) -> Skil
     for key, child in items:
         child_desc = child.get("description") if isinstance(child, Mapping) else None
         label = child_desc if isinstance(child_desc, str) and child_desc.strip() else key
-        children.append(_parse_evaltree(child, (*path, label), errors))
+        children.append(_parse_evaltree(child, (*path, label), errors, instances))
     # EvalTree's descriptions are the capability names; keep them as both.
-    return SkillNode(name or "?", name or "", children)
+    node = SkillNode(name or "?", name or "", children)
+    if instance and path:  # a root holding one index is not an instance of a group
+        instances.add(id(node))
+    return node
+
+
+def _apply_raw_levels(root: SkillNode, levels: RawLevels, instances: set[int]) -> RawConversion:
+    """Count instance-level nodes; with ``"groups"`` drop them (their parents become leaves)."""
+    counts = {"instances": 0, "dropped": 0, "groups": 0}
+
+    def visit(node: SkillNode) -> None:
+        kept: list[SkillNode] = []
+        for child in node.children:
+            if id(child) in instances:
+                counts["instances"] += 1
+                if levels == "groups":
+                    counts["dropped"] += 1
+                    continue
+            kept.append(child)
+            visit(child)
+        if levels == "groups" and node.children and not kept:
+            counts["groups"] += 1
+        node.children = kept
+
+    visit(root)
+    found = counts["instances"]
+    return RawConversion(
+        raw_levels=levels,
+        instance_nodes=found,
+        instance_leaves=found - counts["dropped"],
+        dropped_instances=counts["dropped"],
+        group_leaves=counts["groups"],
+    )
 
 
 def _resolve_duplicates(node: SkillNode, path: tuple[str, ...], policy: DuplicatePolicy) -> None:
@@ -308,7 +436,7 @@ def _resolve_duplicates(node: SkillNode, path: tuple[str, ...], policy: Duplicat
         return
     if policy == "error":
         raise SkillTreeError(
-            "duplicate sibling names (pass duplicates='merge' to merge them):\n  " + "\n  ".join(offending)
+            f"{len(offending)} duplicate sibling name(s) ({DUPLICATES_HINT}):\n  " + "\n  ".join(offending)
         )
     warnings.warn(f"merging {len(offending)} duplicate sibling name(s): {offending[:5]}", stacklevel=3)
     _merge(node)

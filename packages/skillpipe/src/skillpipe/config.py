@@ -44,6 +44,14 @@ class DataSection(_Section):
 
     pool: str | None = Field(default=None, description="JSONL file or hf://owner/name[:split]")
     tree: str | None = Field(default=None, description="skill tree JSON/YAML (needed with pool)")
+    tree_duplicates: Literal["error", "merge"] = Field(
+        default="error",
+        description="sibling skills with the same name: 'error' refuses the tree, 'merge' merges",
+    )
+    tree_raw_levels: Literal["instances", "groups"] = Field(
+        default="instances",
+        description="EvalTree raw trees: 'instances' keeps instance nodes as leaves, 'groups' stops at groups",
+    )
     pool_format: str = Field(default="native", description="native, openmathreasoning or math")
     exemplars: str | None = Field(default=None, description="tagged JSONL for the embedding tagger")
     world_pool_size: int = Field(default=5_000, ge=1, description="offline world: teacher-pool problems")

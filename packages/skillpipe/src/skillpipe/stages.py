@@ -107,7 +107,12 @@ def data(st: Stages, cfg: DataSection) -> StageResult:
         inputs = {"pool": _source_digest(cfg.pool), "tree": digest_path(cfg.tree)}
         if cfg.exemplars:
             inputs["exemplars"] = digest_path(cfg.exemplars)
-        config = {"pool": cfg.pool, "pool_format": cfg.pool_format}
+        config = {
+            "pool": cfg.pool,
+            "pool_format": cfg.pool_format,
+            "tree_duplicates": cfg.tree_duplicates,
+            "tree_raw_levels": cfg.tree_raw_levels,
+        }
         result = st.cache.run("data", config, inputs, lambda out, key: _user_pool(out, key, cfg))
     st.record("data", result)
     return result
@@ -164,7 +169,9 @@ def _user_pool(out: Path, key: str, cfg: DataSection) -> StageOutput:
     from tqdm import tqdm
 
     assert cfg.pool is not None and cfg.tree is not None
-    SkillTree.load(cfg.tree).save(out / "tree.json")
+    SkillTree.load(cfg.tree, duplicates=cfg.tree_duplicates, raw_levels=cfg.tree_raw_levels).save(
+        out / "tree.json"
+    )
     rows = []
     for line, raw in enumerate(tqdm(iter_rows(cfg.pool), desc="reading the pool", unit="row"), start=1):
         try:

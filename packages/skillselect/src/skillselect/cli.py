@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from skillcore.cli_options import TreeDuplicatesOpt, TreeRawLevelsOpt
 from skillcore.io import JsonlError
 from skillcore.profile import ProfileError, SkillProfile
 from skillcore.tree import SkillTree, SkillTreeError
@@ -23,6 +24,8 @@ _ERRORS = (SelectionError, PoolError, SkillTreeError, JsonlError, ProfileError, 
 def select_command(
     pool: Annotated[Path, typer.Option(help="tagged pool JSONL (skillcore TaggedProblem rows)")],
     tree: Annotated[Path, typer.Option(help="skill tree JSON/YAML")],
+    tree_duplicates: TreeDuplicatesOpt = "error",
+    tree_raw_levels: TreeRawLevelsOpt = "instances",
     k: Annotated[int, typer.Option(help="number of problems to select")] = 1000,
     strategy: Annotated[str, typer.Option(help=f"one of: {', '.join(STRATEGIES)}")] = "skill",
     verdicts: Annotated[Path | None, typer.Option(help="verdicts JSONL (skillcore Verdict rows)")] = None,
@@ -58,7 +61,7 @@ def select_command(
 ) -> None:
     """Select K problems; print the summary as JSON."""
     try:
-        skill_tree = SkillTree.load(tree)
+        skill_tree = SkillTree.load(tree, duplicates=tree_duplicates, raw_levels=tree_raw_levels)
         data = Pool.load(pool, verdicts)
         loaded = SkillProfile.load(profile, skill_tree) if profile is not None else None
         excluded = [uid for path in exclude or [] for uid in read_ids(path)]

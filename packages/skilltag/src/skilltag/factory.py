@@ -15,17 +15,20 @@ from skilltag.engine import Backend, TaggingEngine
 BACKENDS = ("embedding", "openai")
 
 
-def load_tree(spec: str | Path) -> SkillTree:
-    """A skill tree file (JSON/YAML, nested or EvalTree format)."""
+def load_tree(spec: str | Path, duplicates: str = "error", raw_levels: str = "instances") -> SkillTree:
+    """A skill tree file (JSON/YAML, nested or EvalTree format); ``duplicates`` and ``raw_levels`` as in
+    ``SkillTree.load`` (duplicate sibling names refused or merged; EvalTree instance nodes kept or not)."""
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"skill tree file not found: {path} (a JSON/YAML skill tree file is needed)")
-    return SkillTree.load(path)
+    return SkillTree.load(path, duplicates=duplicates, raw_levels=raw_levels)
 
 
 @dataclass
 class EngineSettings:
     tree: str | Path  # a skill tree file (JSON/YAML), read by load_tree
+    tree_duplicates: str = "error"  # 'error' or 'merge' duplicate sibling names
+    tree_raw_levels: str = "instances"  # EvalTree raw format: 'instances' or 'groups' as leaves
     backend: str = "embedding"
     cache: str | None = None
     # embedding
@@ -65,7 +68,7 @@ def make_backend(settings: EngineSettings) -> Backend:
 
 
 def build_engine(settings: EngineSettings) -> TaggingEngine:
-    tree = load_tree(settings.tree)
+    tree = load_tree(settings.tree, settings.tree_duplicates, settings.tree_raw_levels)
     cache = TagCache(settings.cache) if settings.cache else None
     return TaggingEngine(
         tree,

@@ -14,7 +14,8 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from skillcore import JsonlAppender, PoolProblem, iter_rows, map_record, read_jsonl
+from skillcore import JsonlAppender, PoolProblem, SkillTreeError, iter_rows, map_record, read_jsonl
+from skillcore.cli_options import TreeDuplicatesOpt, TreeRawLevelsOpt
 from skilltag.quality import tag_stats
 
 app = typer.Typer(help="Skill tagging: attribute problems to skill chains.", no_args_is_help=True)
@@ -55,6 +56,16 @@ def _tree_file(tree: str) -> Iterator[Path]:
     yield path
 
 
+@contextmanager
+def _tree_errors() -> Iterator[None]:
+    """A malformed tree (duplicate sibling names included, the message naming the flag that merges them)
+    is a usage error, exit code 2."""
+    try:
+        yield
+    except SkillTreeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tree") from exc
+
+
 def _settings(
     tree: Path,
     backend: str,
@@ -63,11 +74,15 @@ def _settings(
     urls: list[str] | None,
     model: str,
     threads: int = 0,
+    tree_duplicates: str = "error",
+    tree_raw_levels: str = "instances",
 ) -> Any:
     from skilltag.factory import EngineSettings
 
     return EngineSettings(
         tree=tree,
+        tree_duplicates=tree_duplicates,
+        tree_raw_levels=tree_raw_levels,
         backend=backend,
         cache=cache,
         exemplars=exemplars,
@@ -85,6 +100,8 @@ def tag(
         str | None,
         typer.Option(help=f"{TREE_HELP}; required unless --server (then checked against the service's)"),
     ] = None,
+    tree_duplicates: TreeDuplicatesOpt = "error",
+    tree_raw_levels: TreeRawLevelsOpt = "instances",
     backend: BackendOpt = "embedding",
     cache: Annotated[str | None, typer.Option(help="SQLite tag cache (default: OUTPUT.cache.sqlite)")] = None,
     exemplars: ExemplarsOpt = None,
@@ -115,8 +132,8 @@ def tag(
         if tree is not None:
             from skilltag.factory import load_tree
 
-            with _tree_file(tree) as path:
-                if load_tree(path).content_hash() != served.tree_hash:
+            with _tree_file(tree) as path, _tree_errors():
+                if load_tree(path, tree_duplicates, tree_raw_levels).content_hash() != served.tree_hash:
                     raise typer.BadParameter(
                         f"the service at {server} serves another tree", param_hint="--tree"
                     )
@@ -131,9 +148,19 @@ def tag(
                 f"a skill tree is needed: a file (JSON/YAML) or '{WORLD}', unless --server",
                 param_hint="--tree",
             )
-        with _tree_file(tree) as path:
+        with _tree_file(tree) as path, _tree_errors():
             engine = build_engine(
-                _settings(path, backend, cache, exemplars, openai_url, openai_model, threads)
+                _settings(
+                    path,
+                    backend,
+                    cache,
+                    exemplars,
+                    openai_url,
+                    openai_model,
+                    threads,
+                    tree_duplicates,
+                    tree_raw_levels,
+                )
             )
         tree_obj = engine.tree
         tag_batch = engine.tag
@@ -219,6 +246,8 @@ def _log_mlflow(source: str, output: Path, stats: dict[str, Any], describe: dict
 @app.command()
 def serve(
     tree: TreeOpt,
+    tree_duplicates: TreeDuplicatesOpt = "error",
+    tree_raw_levels: TreeRawLevelsOpt = "instances",
     backend: BackendOpt = "embedding",
     host: Annotated[str, typer.Option(help="bind address (loopback unless told otherwise)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 50051,
@@ -236,8 +265,20 @@ def serve(
 
     from skilltagger.server import ServerLimits, TaggerServer
 
-    with _tree_file(tree) as path:
-        engine = build_engine(_settings(path, backend, cache, exemplars, openai_url, openai_model, threads))
+    with _tree_file(tree) as path, _tree_errors():
+        engine = build_engine(
+            _settings(
+                path,
+                backend,
+                cache,
+                exemplars,
+                openai_url,
+                openai_model,
+                threads,
+                tree_duplicates,
+                tree_raw_levels,
+            )
+        )
     server = TaggerServer(
         engine, host=host, port=port, workers=workers, limits=ServerLimits(max_problems_per_call=max_problems)
     ).start()
