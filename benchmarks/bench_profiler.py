@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,63 @@ def test_judge(bench: Any, benchmark: Any, kind: str) -> None:
         f"judged answers per second, {n:,} {kind} answers, {WORKERS} worker processes (inline, main thread)",
         f"{n / r['workers_min_s']:,.0f} ({n / r['inline_min_s']:,.0f})",
         order=400 + (kind != "world"),
+    )
+
+
+TOWER = "\\boxed{2^{2^{2^{2^{2^{2}}}}}}"  # math-verify works on it until its timeout
+
+
+def test_judge_fairness(bench: Any, benchmark: Any) -> None:
+    """A small batch's latency alone (baseline) and while a slow batch (power towers, each judged until
+    math-verify's timeout) holds the same judge's workers: no lock across calls, and a spare worker takes
+    the newcomer's items (before, it waited for the whole slow batch)."""
+    import threading
+
+    from distill.judge import JudgeItem, MathJudge
+
+    small = [
+        JudgeItem(
+            unique_id=f"q{i}",
+            response=f"\\boxed{{\\dfrac{{{2 * i + 2}}}{{{4 * i + 8}}}}}",
+            expected_answer=f"\\frac{{{i + 1}}}{{{2 * i + 4}}}",
+        )
+        for i in range(4)
+    ]
+    n_slow = 8
+    bench.conditions(threads=None, cores=WORKERS)
+    with MathJudge(workers=WORKERS, timeout_s=5) as judge:
+        judge.judge(small)  # start the workers
+        slow_runs: list[threading.Thread] = []
+
+        def alone_then_start_slow() -> None:
+            for thread in slow_runs:  # the previous round's slow batch is over before the baseline
+                thread.join()
+            start = time.perf_counter()
+            judge.judge(small)
+            bench._baseline.append(time.perf_counter() - start)
+            # another expected answer each round: a judge remembers timeouts, a repeat would be instant
+            slow = [
+                JudgeItem(unique_id=f"s{i}", response=TOWER, expected_answer=f"{len(slow_runs)}{i}")
+                for i in range(n_slow)
+            ]
+            thread = threading.Thread(target=judge.judge, args=(slow,))
+            thread.start()
+            slow_runs.append(thread)
+            while not judge._batches:
+                time.sleep(0.01)
+            time.sleep(0.5)  # the slow batch holds both workers
+
+        benchmark.pedantic(lambda: judge.judge(small), setup=alone_then_start_slow, rounds=3)
+        for thread in slow_runs:
+            thread.join()
+    r = bench.record_ratio("behind_slow", "alone")
+    bench.info.update(small_items=len(small), slow_items=n_slow, workers=WORKERS)
+    bench.figure(
+        f"judge latency of a {len(small)}-item batch alone and behind a running batch of {n_slow} power "
+        f"towers ({WORKERS} workers, 5 s per-answer timeout)",
+        f"{r['alone_median_s'] * 1000:,.0f} ms alone, {r['behind_slow_median_s'] * 1000:,.0f} ms behind the "
+        "slow batch",
+        order=402,
     )
 
 

@@ -190,3 +190,98 @@ def test_a_math_verify_failure_is_an_error_not_a_wrong_answer(
         [JudgeItem(unique_id="q", response="\\boxed{\\frac{1}{2}}", expected_answer="0.5")]
     )
     assert verdicts[0].status == "error"
+
+
+def nested_frac(depth: int) -> str:
+    """``\\frac{\\frac{...{1}...}{1}}{1}``: equal to 1 at any depth."""
+    text = "1"
+    for _ in range(depth):
+        text = "\\frac{" + text + "}{1}"
+    return text
+
+
+def test_nesting_depth() -> None:
+    from distill.judge import nesting_depth
+
+    assert nesting_depth("1") == 0
+    assert nesting_depth("\\frac{1}{2}") == 1
+    assert nesting_depth("((x)) + [1, {2}]") == 2
+    assert nesting_depth(nested_frac(200)) == 200
+    assert nesting_depth(")))(") == 1
+
+
+@pytest.mark.parametrize("depth", [150, 200, 500])
+def test_deep_nesting_is_an_error_every_time(judge: MathJudge, depth: int) -> None:
+    """Deep nesting timed out on a first call and was ``wrong`` on repeats (math-verify's parser hit its
+    recursion limit and fell back to the raw text): now ``error``, first call and repeats alike."""
+    answer = nested_frac(depth)
+    assert [compare_answers(answer, "1", timeout=None) for _ in range(3)] == ["error"] * 3
+    item = JudgeItem(unique_id="deep", response=f"\\boxed{{{answer}}}", expected_answer="1")
+    assert [judge.judge([item])[0].status for _ in range(3)] == ["error"] * 3
+    assert compare_answers(nested_frac(50), "1", timeout=None) == "correct"  # moderate nesting still works
+
+
+def test_a_swallowed_parse_failure_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """math-verify catches its parser's exceptions and compares the raw text instead (a wrong answer):
+    a recursion error inside the parser must come out as ``error``."""
+    import math_verify.parser as mv_parser
+
+    real = mv_parser.latex2sympy
+
+    def fails(latex: str, **kwargs: object) -> object:
+        if "17" in latex:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(latex, **kwargs)
+
+    monkeypatch.setattr(mv_parser, "latex2sympy", fails)
+    assert [compare_answers("\\sqrt{17}", "4", timeout=None) for _ in range(2)] == ["error", "error"]
+    assert compare_answers("\\sqrt{16}", "4", timeout=None) == "correct"
+
+
+TOWER = "\\boxed{2^{2^{2^{2^{2^{2}}}}}}"  # math-verify works on it until its timeout
+
+
+@pytest.mark.timeout(120)
+def test_budget_answers_the_rest_timeout() -> None:
+    with MathJudge(workers=1, timeout_s=4) as judge:
+        judge.judge([JudgeItem(unique_id="warm", response="\\boxed{\\frac{1}{2}}", expected_answer="0.5")])
+        items = [JudgeItem(unique_id=f"t{i}", response=TOWER, expected_answer="5") for i in range(4)]
+        items.append(JudgeItem(unique_id="same", response="\\boxed{5}", expected_answer="5"))
+        verdicts = judge.judge(items, budget_s=0.5)
+        assert [v.status for v in verdicts] == ["timeout"] * 4 + ["correct"]  # never "wrong"
+        ok = judge.judge([JudgeItem(unique_id="after", response="\\boxed{0.25}", expected_answer="\\frac14")])
+        assert ok[0].status == "correct"  # the worker was not lost
+        with pytest.raises(ValueError, match="budget_s"):
+            judge.judge(items, budget_s=0)
+
+
+@pytest.mark.timeout(180)
+def test_a_small_batch_is_not_queued_behind_a_slow_one() -> None:
+    """No lock across calls: a one-item batch sent while a slow batch runs finishes before it."""
+    with MathJudge(workers=2, timeout_s=4) as judge:
+        judge.judge(
+            [JudgeItem(unique_id="warm", response="\\boxed{\\frac{1}{2}}", expected_answer="0.5")] * 2
+        )
+        slow_items = [JudgeItem(unique_id=f"s{i}", response=TOWER, expected_answer=str(i)) for i in range(8)]
+        slow_out: list[str] = []
+        started = threading.Event()
+
+        def slow() -> None:
+            started.set()
+            slow_out.extend(v.status for v in judge.judge(slow_items))
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        started.wait()
+        while not judge._batches:  # the slow batch is in flight
+            threading.Event().wait(0.01)
+        small = judge.judge(
+            [JudgeItem(unique_id="q", response="\\boxed{\\frac{3}{4}}", expected_answer="0.75")]
+        )
+        assert small[0].status == "correct"
+        assert thread.is_alive()  # the slow batch is still being judged
+        thread.join(120)
+        assert slow_out == ["timeout"] * 8
+        # the same slow input again: the remembered verdict, at once and the same
+        again = judge.judge(slow_items[:1])
+        assert again[0].status == "timeout"

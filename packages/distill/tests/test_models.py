@@ -148,3 +148,22 @@ def test_fingerprint_of_a_local_model_changes_when_retrained_in_place(
     model.save_pretrained(local)  # the same checkpoint written again, as a retraining would
     assert model_fingerprint(str(local), resolve_model(local)) != before
     assert model_fingerprint("Qwen/Qwen3-4B", "Qwen/Qwen3-4B") == {"ref": "Qwen/Qwen3-4B"}
+
+
+def test_model_context_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from distill.models import model_context_length
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
+    assert model_context_length(model) == 1024
+    (model / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 4096}}))
+    assert model_context_length(model) == 4096  # multimodal configs nest it
+    for broken in ("{", "[]", '{"max_position_embeddings": "big"}', "{}"):
+        (model / "config.json").write_text(broken)
+        assert model_context_length(model) is None
+    assert model_context_length("models:/student@champion") is None  # not known without the registry
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert model_context_length("nobody/not-cached") is None  # never downloaded

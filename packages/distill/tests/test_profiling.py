@@ -288,3 +288,22 @@ def test_check_pool_refuses_empty_pools_and_unknown_chains(world_tree, world_poo
 def test_metric_name_is_mlflow_safe() -> None:
     assert metric_name("Fractions->Adding fractions") == "skill_acc/Fractions/Adding fractions"
     assert metric_name("a (b)->c's+d") == "skill_acc/a _b_/c_s_d"
+
+
+def test_bound_sampling_caps_max_new_tokens() -> None:
+    from distill.engines import SamplingConfig
+    from distill.profiling import GenerationLimitError, bound_sampling
+
+    huge = SamplingConfig(max_new_tokens=10**12)
+    with pytest.raises(
+        GenerationLimitError, match=r"sampling.max_new_tokens 1000000000000 is over the cap of 1024"
+    ):
+        bound_sampling(huge, maximum=32768, context_length=1024)
+    with pytest.raises(GenerationLimitError, match=r"cap of 32768 \(the configured maximum\)"):
+        bound_sampling(huge, maximum=32768, context_length=None)
+    with pytest.raises(GenerationLimitError, match="max_position_embeddings"):
+        bound_sampling(SamplingConfig(max_new_tokens=2000), maximum=32768, context_length=1024)
+    fits = SamplingConfig(max_new_tokens=512)
+    assert bound_sampling(fits, maximum=32768, context_length=1024) is fits
+    lowered = bound_sampling(SamplingConfig(), maximum=32768, context_length=1024)  # default 8192, unset
+    assert lowered.max_new_tokens == 1024

@@ -14,6 +14,9 @@ import pytest
 from distill.testing import free_port, server_process
 from skillcore import write_jsonl
 
+MAX_BODY = 256 * 1024
+TOWER = "so \\boxed{2^{2^{2^{2^{2^{2}}}}}}"  # math-verify works on it until the judge's timeout
+
 
 def bentoml_cli() -> str:
     return str(Path(sys.executable).with_name("bentoml"))
@@ -55,7 +58,10 @@ def server(
     env = {
         "SKILLPROFILER_ALLOWED_ROOTS": f"{data_dir}:{tiny_student_dir}",
         "SKILLPROFILER_WORK_DIR": str(work),
-        "SKILLPROFILER_JUDGE_WORKERS": "1",
+        "SKILLPROFILER_JUDGE_WORKERS": "2",
+        "SKILLPROFILER_JUDGE_MAX_ITEMS": "50",
+        "SKILLPROFILER_MAX_BODY_BYTES": str(MAX_BODY),
+        "SKILLPROFILER_MAX_NEW_TOKENS": "4096",
         "SKILLPROFILER_MLFLOW": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
         "HF_HUB_OFFLINE": "1",
@@ -103,11 +109,38 @@ def test_health_and_metrics(server: dict[str, Any]) -> None:
     assert 'endpoint="/judge"' in metrics.text and "bentoml_service_request" in metrics.text
 
 
+def listening_addresses(port: int) -> list[str] | None:
+    """The local addresses of the TCP sockets listening on ``port``, from the kernel's tables (Linux);
+    None where there are no such tables."""
+    import ipaddress
+
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return None
+    found = []
+    for table in tables:
+        for line in table.read_text().splitlines()[1:] if table.exists() else []:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host order words
+                found.append(str(ipaddress.ip_address(words)))
+    return found
+
+
 def test_binds_loopback_only(server: dict[str, Any]) -> None:
+    """Checked on every machine: the listening socket's address (where the kernel lists it), and a
+    connection to a non-loopback address of this host being refused (where it has one)."""
     import socket
 
+    assert httpx.get(f"http://127.0.0.1:{server['port']}/healthz", timeout=3).status_code == 200
+    bound = listening_addresses(server["port"])
+    if bound is not None:
+        assert bound and all(a == "127.0.0.1" for a in bound), bound
     others = [a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
     others = [a for a in others if not a.startswith("127.")]
+    assert bound is not None or others, "nothing to check the binding with on this machine"
     for address in others[:1]:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://{address}:{server['port']}/healthz", timeout=3)
@@ -441,3 +474,113 @@ def test_server_faults_keep_error_and_traceback() -> None:
     assert client.levelname == "WARNING" and client.exc_info is None
     assert "x: missing" not in client.getMessage() and "missing required field(s): x" in client.getMessage()
     assert fault.levelname == "ERROR" and fault.exc_info is not None
+
+
+def test_max_new_tokens_is_capped(server: dict[str, Any], data_dir: Path, tiny_student_dir: Path) -> None:
+    """10^12 new tokens ran forever: refused at /check_profile and /profile/submit (no task), naming the
+    field, the value and the cap (the tiny student's context is 1,024; the configured maximum 4,096)."""
+    ok = {
+        "model": str(tiny_student_dir),
+        "pool": str(data_dir / "pool.jsonl"),
+        "tree": str(data_dir / "tree.json"),
+    }
+    start = _log_size(server)
+    for path in ("/check_profile", "/profile/submit"):
+        resp = post(server, path, {**ok, "sampling": {"max_new_tokens": 10**12}})
+        assert resp.status_code == 400, (path, resp.text)
+        error = resp.json()["error"]
+        assert "sampling.max_new_tokens 1000000000000 is over the cap of 1024" in error
+        assert "max_position_embeddings" in error
+    assert "is submitted" not in _log_since(server, start)
+    hub = {**ok, "model": "Qwen/Qwen3-4B", "sampling": {"max_new_tokens": 5000}}  # context unknown here
+    resp = post(server, "/check_profile", hub)
+    assert resp.status_code == 400 and "over the cap of 4096 (the configured maximum)" in resp.json()["error"]
+    fits = post(server, "/check_profile", {**ok, "sampling": {"max_new_tokens": 1024}})
+    assert fits.status_code == 200 and fits.json()["max_new_tokens"] == 1024
+    default = post(server, "/check_profile", ok)  # the default (8192) is lowered to the cap, not refused
+    assert default.status_code == 200 and default.json()["max_new_tokens"] == 1024
+
+
+def test_judge_item_and_body_limits(server: dict[str, Any]) -> None:
+    item = {"unique_id": "a", "response": "\\boxed{1}", "expected_answer": "1"}
+    over = post(server, "/judge", {"items": [item] * 51})
+    assert over.status_code == 400 and "51 items, over the limit of 50" in over.json()["error"]
+    assert post(server, "/judge", {"items": [item] * 50}).status_code == 200
+
+    big = {"items": [{**item, "response": "x" * (MAX_BODY + 10)}]}
+    resp = post(server, "/judge", big)  # refused from its Content-Length
+    assert resp.status_code == 413 and "SKILLPROFILER_MAX_BODY_BYTES" in resp.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while it is read
+        yield b'{"items": [{"unique_id": "a", "expected_answer": "1", "response": "'
+        for _ in range(2 * MAX_BODY // 65536):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    streamed = server["client"].post("/judge", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and "over the limit" in streamed.json()["error"]
+    submit = server["client"].post(
+        "/profile/submit", content=json.dumps(big), headers={"content-type": "application/json"}
+    )
+    assert submit.status_code == 413
+    assert server["client"].get("/healthz").status_code == 200
+
+
+def test_judge_budget_answers_the_rest_timeout(server: dict[str, Any]) -> None:
+    items = [{"unique_id": f"t{i}", "response": TOWER, "expected_answer": str(i)} for i in range(6)]
+    items.append({"unique_id": "ok", "response": "\\boxed{7}", "expected_answer": "7"})
+    resp = post(server, "/judge", {"items": items, "budget_s": 1.0})
+    assert resp.status_code == 200, resp.text
+    statuses = [v["status"] for v in resp.json()["verdicts"]]
+    assert statuses == ["timeout"] * 6 + ["correct"]  # never "wrong"
+    assert post(server, "/judge", {"items": items, "budget_s": 0}).status_code == 400
+
+
+def test_deep_nesting_is_the_same_error_every_time(server: dict[str, Any]) -> None:
+    answer = "1"
+    for _ in range(500):
+        answer = "\\frac{" + answer + "}{1}"
+    body = {"items": [{"unique_id": "deep", "response": f"\\boxed{{{answer}}}", "expected_answer": "1"}]}
+    assert [post(server, "/judge", body).json()["verdicts"][0]["status"] for _ in range(3)] == ["error"] * 3
+
+
+def test_a_slow_judge_request_does_not_hold_a_small_one(server: dict[str, Any]) -> None:
+    """No lock across requests: a one-item request sent while a slow request (power towers, each judged
+    until the timeout) runs is answered while the slow one is still running."""
+    import threading
+
+    port = server["port"]
+    slow = {
+        "items": [{"unique_id": f"s{i}", "response": TOWER, "expected_answer": str(i)} for i in range(12)]
+    }
+    small = {"items": [{"unique_id": "q", "response": "\\boxed{\\frac{1}{2}}", "expected_answer": "0.5"}]}
+    slow_result: list[httpx.Response] = []
+
+    def send_slow() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+            slow_result.append(c.post("/judge", json=slow))
+
+    thread = threading.Thread(target=send_slow)
+    thread.start()
+    time.sleep(1.0)  # the slow request is being judged
+    resp = post(server, "/judge", small)
+    assert resp.status_code == 200 and resp.json()["verdicts"][0]["status"] == "correct"
+    assert thread.is_alive(), "the slow request finished first: nothing was shown"
+    thread.join(120)
+    assert [v["status"] for v in slow_result[0].json()["verdicts"]] == ["timeout"] * 12
+
+
+def test_limit_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skillprofiler.config import Settings
+
+    defaults = Settings.from_env()
+    assert (defaults.judge_max_items, defaults.judge_budget_s) == (1000, 30.0)
+    assert (defaults.max_body_bytes, defaults.max_new_tokens) == (16 * 1024 * 1024, 32768)
+    monkeypatch.setenv("SKILLPROFILER_JUDGE_BUDGET_S", "2.5")
+    monkeypatch.setenv("SKILLPROFILER_MAX_NEW_TOKENS", "2048")
+    assert Settings.from_env().judge_budget_s == 2.5 and Settings.from_env().max_new_tokens == 2048
+    for name, value in (("SKILLPROFILER_JUDGE_MAX_ITEMS", "0"), ("SKILLPROFILER_MAX_BODY_BYTES", "16MB")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env()
+        monkeypatch.delenv(name)

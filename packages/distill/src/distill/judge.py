@@ -10,6 +10,18 @@ therefore compares in worker processes (each comparison runs in a worker's main 
 own timeout applies) and the parent also enforces a hard per-answer deadline: a worker stuck past it is
 killed and replaced and the answer is judged ``timeout``. This is safe to call from any thread
 (BentoML workers, thread pools) and a pathological expression cannot hang a job.
+
+The workers are shared by every caller without a lock across calls: one dispatcher thread hands items
+to free workers round-robin across the batches in flight, so a small batch is not queued behind a slow
+one. ``MathJudge.judge(..., budget_s=...)`` bounds a whole batch: items not judged when the budget runs
+out are ``timeout``.
+
+A comparison math-verify cannot make is ``error`` (or ``timeout``), never ``wrong``, and it is the same
+on every call: answers nested deeper than ``MAX_NESTING`` brackets are ``error`` without parsing (deep
+nesting made math-verify time out on a first call and hit its recursion limit, then read the answer as
+a bare string, ``wrong``, on repeats); a parse that fails inside math-verify (which swallows the error
+and falls back to the text) is reported as ``error``; and a judge remembers its ``error``/``timeout``
+verdicts, so a repeat does not get another verdict from warmer caches.
 """
 
 from __future__ import annotations
@@ -25,11 +37,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,6 +132,54 @@ normalise_answer = _normalise  # public: majority voting groups answers by this 
 CompareStatus = Literal["correct", "wrong", "timeout", "error"]
 
 
+MAX_NESTING = 100  # brackets deeper than this are refused (math-verify's parser recurses per level)
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of ``(``, ``[`` and ``{`` in ``text`` (unbalanced closers are ignored)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}" and depth:
+            depth -= 1
+    return deepest
+
+
+class ParseFailure(RuntimeError):
+    """math-verify could not parse an answer (it would have fallen back to comparing the raw text)."""
+
+
+_failures = threading.local()
+_HARD_FAILURES: tuple[type[BaseException], ...] = (RecursionError, MemoryError)
+
+
+def _watch_parser() -> None:
+    """Make parse failures visible: math-verify's LaTeX/expression parsers swallow every exception and
+    fall back to the answer's text, which then compares as a (wrong) string. Wrap them (once) to record
+    recursion and memory errors for ``_parse`` to raise."""
+    import math_verify.parser as mv_parser
+
+    for name in ("parse_latex_cached", "parse_expr_cached"):
+        original = getattr(mv_parser, name)
+        if getattr(original, "_distill_watched", False):
+            continue
+
+        def watched(text: str, _original: Callable[[str], Any] = original) -> Any:
+            try:
+                return _original(text)
+            except _HARD_FAILURES as exc:
+                failures = getattr(_failures, "seen", None)
+                if failures is not None:
+                    failures.append(exc)
+                raise
+
+        wraps(original)(watched)
+        watched._distill_watched = True  # type: ignore[attr-defined]
+        setattr(mv_parser, name, watched)
+
+
 @lru_cache(maxsize=4096)
 def _parse_gold(expected: str, timeout: int | None) -> tuple[Any, ...]:
     return tuple(_parse(expected, timeout))
@@ -128,15 +188,24 @@ def _parse_gold(expected: str, timeout: int | None) -> tuple[Any, ...]:
 def _parse(answer: str, timeout: int | None) -> list[Any]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
+    _watch_parser()
     text = answer.strip().strip("$")
-    return list(
-        parse(
-            f"${text}$",
-            extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-            parsing_timeout=timeout,
-            raise_on_error=True,
+    _failures.seen = []
+    try:
+        parsed = list(
+            parse(
+                f"${text}$",
+                extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
+                parsing_timeout=timeout,
+                raise_on_error=True,
+            )
         )
-    )
+        seen = list(_failures.seen)
+    finally:
+        _failures.seen = None
+    if seen:
+        raise ParseFailure(f"math-verify could not parse {text[:80]!r}: {type(seen[0]).__name__}")
+    return parsed
 
 
 def compare_answers(extracted: str, expected: str, *, timeout: int | None = 5) -> CompareStatus:
@@ -153,6 +222,10 @@ def compare_answers(extracted: str, expected: str, *, timeout: int | None = 5) -
         return "correct" if choice_letter(extracted, gold=False) == gold_letter else "wrong"
     if _normalise(extracted) == _normalise(expected):
         return "correct"
+    deepest = max(nesting_depth(extracted), nesting_depth(expected))
+    if deepest > MAX_NESTING:  # decided before math-verify: the same verdict on every call
+        log.warning("answer nested %d deep (over %d): not compared", deepest, MAX_NESTING)
+        return "error"
     try:
         gold = list(_parse_gold(expected, timeout))
         if not gold:  # the reference itself is unreadable: nothing can be shown right or wrong
@@ -213,6 +286,8 @@ def _worker_loop(soft_timeout: int) -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     import math_verify  # noqa: F401  (import before announcing readiness)
 
+    compare_answers("\\frac{1}{2}", "0.5", timeout=soft_timeout)  # build the parsers: no slow first item
+
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:
@@ -226,6 +301,23 @@ def _worker_loop(soft_timeout: int) -> None:
 
 
 STARTUP_TIMEOUT_S = 180.0  # importing sympy/math-verify on a busy machine
+SPARE_IDLE_S = 60.0  # a spare worker idle this long is stopped
+FAILED_MEMO_SIZE = 4096  # error/timeout verdicts a judge remembers (same input, same verdict)
+
+
+@dataclass
+class _Batch:
+    """One ``judge`` call in flight: its items, their statuses, what is left to hand to a worker."""
+
+    batch: Sequence[JudgeItem]
+    extracted: Sequence[str | None]
+    statuses: list[VerdictStatus | None]
+    todo: deque[int]
+    deadline: float | None  # the batch's budget; None: no budget
+    on_item: Callable[[], Any]
+    in_flight: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -233,8 +325,13 @@ class _Worker:
     process: subprocess.Popen[str]
     ready: bool = False  # the worker has imported math-verify and said "ready"
     job: int | None = None
+    batch: _Batch | None = (
+        None  # whose job it is (None while busy: the batch gave up on it, the budget ran out)
+    )
     deadline: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    spare: bool = False  # serves only batches no worker is on (a newcomer behind a slow batch)
+    idle_since: float = field(default_factory=time.monotonic)
 
     def fileno(self) -> int:
         assert self.process.stdout is not None
@@ -242,25 +339,39 @@ class _Worker:
 
 
 class MathJudge:
-    """Batch judge with per-answer hard timeouts, safe to call from any thread.
+    """Batch judge with per-answer hard timeouts, safe to call from any thread, from many threads at once.
 
     Comparisons run in ``workers`` subprocesses (``python -m distill.judge``; plain subprocesses, so
-    no ``__main__`` guard or multiprocessing start method is needed by callers). ``workers=0`` judges
-    inline in the calling thread (math-verify's own timeout only in the main thread, no hard deadline).
-    ``timeout_s`` bounds the comparison of one answer.
+    no ``__main__`` guard or multiprocessing start method is needed by callers) shared by all callers:
+    a dispatcher thread hands each free worker the next item of the batches in flight, round-robin, so a
+    small batch finishes while a slow one runs. ``workers=0`` judges inline in the calling thread
+    (math-verify's own timeout only in the main thread, no hard deadline). ``timeout_s`` bounds the
+    comparison of one answer; ``judge(..., budget_s=)`` bounds a whole batch.
+
+    While every worker is busy, up to ``spares`` more are started (and stopped after a minute idle): a
+    spare only takes items of a batch that no worker is on, so a batch arriving behind slow answers (each
+    can hold a worker until the timeout) starts at once instead of after them.
     """
 
-    def __init__(self, *, workers: int | None = None, timeout_s: float = 5.0) -> None:
+    def __init__(self, *, workers: int | None = None, timeout_s: float = 5.0, spares: int = 1) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
+        if spares < 0:
+            raise ValueError(f"spares must be >= 0, got {spares}")
+        self.spares = spares
         self.timeout_s = float(timeout_s)
         # math-verify's soft timeout fires first for most slow answers, so workers rarely need killing.
         self._soft = max(1, math.floor(self.timeout_s / 2))
         self._pool: list[_Worker] = []
-        self._lock = threading.Lock()  # one batch at a time per judge
+        self._batches: deque[_Batch] = deque()  # in flight, in round-robin order
+        self._failed: OrderedDict[tuple[str, str], VerdictStatus] = OrderedDict()
+        self._lock = threading.Lock()  # guards the pool, the batches and the memo (never held while judging)
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
     def _spawn(self) -> _Worker:
@@ -273,11 +384,28 @@ class MathJudge:
         )
         return _Worker(process)
 
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._wake()
+            thread.join(timeout=30)
         with self._lock:
             for worker in self._pool:
                 _stop(worker.process)
             self._pool = []
+            self._fail_all(RuntimeError("the judge was closed"))
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._wake_r = self._wake_w = -1
+            self._thread = None
 
     def __enter__(self) -> MathJudge:
         return self
@@ -289,10 +417,28 @@ class MathJudge:
         for worker in getattr(self, "_pool", []):
             if worker.process.poll() is None:
                 worker.process.kill()
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     # ------------------------------------------------------------------ judging
-    def judge(self, items: Iterable[JudgeItem], *, progress: bool = False) -> list[Verdict]:
-        """Verdicts in the order of ``items``."""
+    def _remember(self, answer: str | None, expected: str, status: VerdictStatus | None) -> None:
+        if answer is None or status not in ("error", "timeout"):
+            return
+        self._failed[(answer, expected)] = status
+        self._failed.move_to_end((answer, expected))
+        while len(self._failed) > FAILED_MEMO_SIZE:
+            self._failed.popitem(last=False)
+
+    def judge(
+        self, items: Iterable[JudgeItem], *, progress: bool = False, budget_s: float | None = None
+    ) -> list[Verdict]:
+        """Verdicts in the order of ``items``. With ``budget_s``, items not judged within that many
+        seconds are ``timeout`` (never ``wrong``)."""
+        if budget_s is not None and budget_s <= 0:
+            raise ValueError(f"budget_s must be positive, got {budget_s}")
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         batch = list(items)
         extracted = [extract_answer(item.response) for item in batch]
         statuses: list[VerdictStatus | None] = [None] * len(batch)
@@ -307,17 +453,26 @@ class MathJudge:
             ):  # letters and textually equal answers need no math-verify (and no worker round trip)
                 statuses[i] = compare_answers(answer, item.expected_answer, timeout=None)
             else:
-                todo.append(i)
+                with self._lock:
+                    statuses[i] = self._failed.get((answer, item.expected_answer))
+                if statuses[i] is None:
+                    todo.append(i)
         bar = tqdm(total=len(batch), desc="judging", disable=not progress, initial=len(batch) - len(todo))
         try:
             if self.workers == 0:
                 for i in todo:
-                    v = judge_response(batch[i].response, batch[i].expected_answer, timeout_s=self.timeout_s)
-                    statuses[i] = v.status
+                    if deadline is not None and time.monotonic() >= deadline:
+                        statuses[i] = "timeout"
+                    else:
+                        v = judge_response(
+                            batch[i].response, batch[i].expected_answer, timeout_s=self.timeout_s
+                        )
+                        statuses[i] = v.status
+                        with self._lock:
+                            self._remember(extracted[i], batch[i].expected_answer, v.status)
                     bar.update()
             elif todo:
-                with self._lock:
-                    self._run_pool(batch, extracted, todo, statuses, bar)
+                self._run_shared(_Batch(batch, extracted, statuses, todo, deadline, bar.update))
         finally:
             bar.close()
         return [
@@ -331,95 +486,178 @@ class MathJudge:
             for item, answer, status in zip(batch, extracted, statuses, strict=True)
         ]
 
-    def _run_pool(
-        self,
-        batch: Sequence[JudgeItem],
-        extracted: Sequence[str | None],
-        todo: deque[int],
-        statuses: list[VerdictStatus | None],
-        bar: Any,
-    ) -> None:
-        wanted = min(self.workers, len(todo))
-        while len(self._pool) < wanted:
-            self._pool.append(self._spawn())
-        busy: list[_Worker] = []
+    def _run_shared(self, job: _Batch) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the judge was closed")
+            if self._wake_r < 0:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_r, False)
+            self._batches.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._dispatch_loop, name="math-judge", daemon=True)
+                self._thread.start()
+        self._wake()
         try:
-            self._dispatch(batch, extracted, todo, statuses, bar, busy)
-        except BaseException:
-            # interrupted mid-batch: workers still holding an answer would reply out of turn later
-            for worker in busy:
-                self._replace(worker)
-                worker.job = None
+            job.done.wait()
+        except BaseException:  # interrupted: hand out nothing more of this batch
+            with self._lock:
+                job.todo.clear()
             raise
+        if job.error is not None:
+            raise RuntimeError(str(job.error)) from job.error
 
-    def _dispatch(
-        self,
-        batch: Sequence[JudgeItem],
-        extracted: Sequence[str | None],
-        todo: deque[int],
-        statuses: list[VerdictStatus | None],
-        bar: Any,
-        busy: list[_Worker],
-    ) -> None:
-        while todo or busy:
-            starting = [w for w in self._pool if not w.ready]
-            if starting:  # wait (in parallel) for fresh workers to finish importing
-                for worker in _readable(starting, 0 if busy else 5):
-                    assert worker.process.stdout is not None
-                    if worker.process.stdout.readline().strip() == "ready":
-                        worker.ready = True
-                    else:
-                        raise RuntimeError("a judge worker failed to start (see its stderr above)")
-                if any(time.monotonic() - w.started > STARTUP_TIMEOUT_S for w in starting if not w.ready):
-                    raise RuntimeError(f"a judge worker did not start within {STARTUP_TIMEOUT_S:.0f}s")
-            for worker in self._pool:
-                if worker.ready and worker.job is None and todo:
-                    i = todo.popleft()
-                    try:
-                        assert worker.process.stdin is not None
-                        worker.process.stdin.write(
-                            json.dumps([i, extracted[i], batch[i].expected_answer]) + "\n"
-                        )
-                        worker.process.stdin.flush()
-                    except OSError:  # a dead worker: replace it and retry the item once more
-                        todo.appendleft(i)
-                        self._replace(worker)
-                        continue
-                    worker.job = i
-                    worker.deadline = time.monotonic() + self.timeout_s
-                    busy.append(worker)
-            if not busy:
-                if todo and not any(w.ready for w in self._pool) and not starting:
-                    raise RuntimeError("no judge worker is available")
+    # ------------------------------------------------------------------ the dispatcher thread
+    def _dispatch_loop(self) -> None:
+        """Runs while batches are in flight (a judge nobody closes holds no thread while idle)."""
+        while True:
+            with self._lock:
+                if self._closed or not self._batches:
+                    self._thread = None
+                    return
+                try:
+                    self._step()
+                except Exception as exc:  # a worker failed to start: the batches in flight fail
+                    log.error("judge workers failed: %s", exc)
+                    self._fail_all(exc)
+                    for worker in self._pool:
+                        _stop(worker.process, kill=True)
+                    self._pool = []
+                    continue
+                fds = [w.fileno() for w in self._pool if w.job is not None or not w.ready]
+                timeout = self._wait_time()
+            try:
+                readable, _, _ = select.select([self._wake_r, *fds], [], [], timeout)
+            except (OSError, ValueError):  # a worker replaced meanwhile (closed fd): look again
                 continue
-            wait_for = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-            for worker in _readable(busy, wait_for):
-                busy.remove(worker)
-                assert worker.process.stdout is not None and worker.job is not None
-                line = worker.process.stdout.readline()
-                if line:
-                    idx, status = json.loads(line)
-                    statuses[idx] = status
-                else:  # the worker died mid-answer
-                    statuses[worker.job] = "error"
-                    self._replace(worker)
-                worker.job = None
-                bar.update()
-            now = time.monotonic()
-            for worker in [w for w in busy if w.deadline <= now]:
-                busy.remove(worker)
-                assert worker.job is not None
-                statuses[worker.job] = "timeout"
-                shown = (extracted[worker.job] or "")[:200]
-                log.warning("answer %r hit the %.1fs judge timeout", shown, self.timeout_s)
+            if self._wake_r in readable:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 4096)
+
+    def _wait_time(self) -> float:
+        now = time.monotonic()
+        times = [w.deadline for w in self._pool if w.job is not None]
+        times += [b.deadline for b in self._batches if b.deadline is not None]
+        if any(not w.ready for w in self._pool):
+            times.append(now + 1.0)  # startup checks
+        return max(0.0, min(times) - now) if times else 5.0
+
+    def _step(self) -> None:
+        """One round (the lock held): read what workers answered, enforce deadlines and budgets, hand out
+        items, finish batches."""
+        now = time.monotonic()
+        for worker in [w for w in self._pool if not w.ready]:  # startup
+            if _readable([worker], 0):
+                assert worker.process.stdout is not None
+                if worker.process.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a judge worker failed to start (see its stderr above)")
+                worker.ready = True
+            elif now - worker.started > STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"a judge worker did not start within {STARTUP_TIMEOUT_S:.0f}s")
+        busy = [w for w in self._pool if w.job is not None]
+        for worker in _readable(busy, 0) if busy else []:  # answers
+            assert worker.process.stdout is not None and worker.job is not None
+            line = worker.process.stdout.readline()
+            status: VerdictStatus
+            if line:
+                _, status = json.loads(line)
+                self._finish(worker, status)
+            else:  # the worker died mid-answer
+                self._finish(worker, "error")
                 self._replace(worker)
-                worker.job = None
-                bar.update()
+        for worker in [w for w in self._pool if w.job is not None and w.deadline <= now]:
+            if worker.batch is not None:
+                shown = (worker.batch.extracted[worker.job or 0] or "")[:200]
+                log.warning("answer %r hit the %.1fs judge timeout", shown, self.timeout_s)
+            self._finish(worker, "timeout")
+            self._replace(worker)
+        for job in self._batches:  # budgets: what is left is answered "timeout" now
+            if job.deadline is not None and job.deadline <= now and (job.todo or job.in_flight):
+                for i in job.todo:
+                    job.statuses[i] = "timeout"
+                    job.on_item()
+                job.todo.clear()
+                for worker in self._pool:
+                    if worker.batch is job and worker.job is not None:
+                        job.statuses[worker.job] = "timeout"
+                        job.on_item()
+                        job.in_flight -= 1
+                        worker.batch = None  # it finishes (or times out) for nobody
+        waiting = sum(len(b.todo) for b in self._batches)
+        base = [w for w in self._pool if not w.spare]
+        free = sum(1 for w in base if w.job is None)
+        while waiting > free and len(base) < self.workers:
+            base.append(self._spawn())
+            self._pool.append(base[-1])
+            free += 1
+        spares = [w for w in self._pool if w.spare]
+        if self._batches and len(base) == self.workers and not free and len(spares) < self.spares:
+            spare = self._spawn()  # every worker is busy: one more for a batch that arrives now
+            spare.spare = True
+            self._pool.append(spare)
+        for worker in spares:
+            if worker.job is None and worker.ready and now - worker.idle_since > SPARE_IDLE_S:
+                _stop(worker.process)
+                self._pool.remove(worker)
+        for worker in self._pool:  # hand out items, round-robin across batches
+            if not (worker.ready and worker.job is None):
+                continue
+            next_job = self._next_batch(untouched=worker.spare)
+            if next_job is None:
+                continue
+            job = next_job
+            i = job.todo.popleft()
+            try:
+                assert worker.process.stdin is not None
+                worker.process.stdin.write(
+                    json.dumps([i, job.extracted[i], job.batch[i].expected_answer]) + "\n"
+                )
+                worker.process.stdin.flush()
+            except OSError:  # a dead worker: replace it, the item goes back first in line
+                job.todo.appendleft(i)
+                self._replace(worker)
+                continue
+            worker.job, worker.batch = i, job
+            worker.deadline = time.monotonic() + self.timeout_s
+            job.in_flight += 1
+        for job in [b for b in self._batches if not b.todo and not b.in_flight]:
+            self._batches.remove(job)
+            job.done.set()
+
+    def _next_batch(self, *, untouched: bool = False) -> _Batch | None:
+        """The next batch with items left, round-robin; ``untouched``: only one no worker is on."""
+        for _ in range(len(self._batches)):
+            job = self._batches[0]
+            self._batches.rotate(-1)
+            if job.todo and not (untouched and job.in_flight):
+                return job
+        return None
+
+    def _finish(self, worker: _Worker, status: VerdictStatus) -> None:
+        job, i = worker.batch, worker.job
+        worker.job, worker.batch = None, None
+        worker.idle_since = time.monotonic()
+        if job is None or i is None:  # the batch already answered it (budget): the result is dropped
+            return
+        job.statuses[i] = status
+        job.in_flight -= 1
+        job.on_item()
+        self._remember(job.extracted[i], job.batch[i].expected_answer, status)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for job in self._batches:
+            job.error = exc
+            job.todo.clear()
+            job.done.set()
+        self._batches.clear()
+        for worker in self._pool:
+            worker.job, worker.batch = None, None
 
     def _replace(self, worker: _Worker) -> None:
         _stop(worker.process, kill=True)
         worker.process = self._spawn().process
         worker.ready = False
+        worker.job, worker.batch = None, None
         worker.started = time.monotonic()
 
 

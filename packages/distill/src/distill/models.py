@@ -119,6 +119,32 @@ def check_model_ref(ref: str | Path, *, fetch: bool = False) -> str:
     return resolved
 
 
+def model_context_length(resolved: str | Path) -> int | None:
+    """The context length (``max_position_embeddings`` of ``config.json``) of a local model directory, or
+    of a Hub id whose ``config.json`` is in the local Hugging Face cache; None when it is not known here
+    (an MLflow URI, an uncached Hub id, a config without it). Never downloads anything."""
+    local = Path(resolved)
+    config: Path | None = local / "config.json" if local.is_dir() else None
+    if config is None and not is_mlflow_uri(str(resolved)) and HF_ID.match(str(resolved)):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(resolved), "config.json")
+        config = Path(cached) if isinstance(cached, str) else None
+    if config is None:
+        return None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    for source in (data, data.get("text_config")):  # multimodal configs nest the language model's
+        value = source.get("max_position_embeddings") if isinstance(source, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 

@@ -85,6 +85,29 @@ def load_pool(
     return problems
 
 
+class GenerationLimitError(ValueError):
+    """A sampling setup that asks for more new tokens than the model or the caller allows."""
+
+
+def bound_sampling(
+    sampling: SamplingConfig, *, maximum: int, context_length: int | None = None
+) -> SamplingConfig:
+    """``sampling`` with ``max_new_tokens`` within its cap: ``maximum``, lower still when ``context_length``
+    (the model's ``max_position_embeddings``) is known. A value the caller set above the cap raises
+    ``GenerationLimitError`` naming the field, the value and the cap; the default, where the caller left it
+    unset, is lowered to the cap."""
+    cap, reason = maximum, "the configured maximum"
+    if context_length is not None and context_length < cap:
+        cap, reason = context_length, "the model's context length (max_position_embeddings)"
+    if sampling.max_new_tokens <= cap:
+        return sampling
+    if "max_new_tokens" in sampling.model_fields_set:
+        raise GenerationLimitError(
+            f"sampling.max_new_tokens {sampling.max_new_tokens} is over the cap of {cap} ({reason})"
+        )
+    return sampling.model_copy(update={"max_new_tokens": cap})
+
+
 class PoolError(ValueError):
     """A pool that cannot be profiled against a tree: no problems, or chains the tree does not hold."""
 

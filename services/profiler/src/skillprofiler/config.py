@@ -5,11 +5,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from distill.models import MLFLOW_URI
+from skillcore.tree import check_duplicates_policy, check_raw_levels
 
 HF_ID = re.compile(r"^[A-Za-z0-9][\w\-.]*/[\w\-.]+$")
 HF_DATASET = re.compile(r"^hf://[A-Za-z0-9][\w\-.]*/[\w\-.]+(:[\w.\-\[\]:%]+)?$")
@@ -24,6 +27,23 @@ class RefusedReference(ValueError):
 
 def _split(value: str | None) -> list[str]:
     return [v for v in (value or "").split(os.pathsep) if v.strip()]
+
+
+N = TypeVar("N", int, float)
+
+
+def _positive(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:
+    """A positive number from the environment (``default`` when unset); anything else stops the server."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a {kind.__name__}") from None
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
 
 
 @dataclass(frozen=True)
@@ -64,7 +84,17 @@ class Settings:
                     (default: the working directory)
     WORK_DIR        where profiles are written (default: ./profiler-work); always readable
     ALLOWED_BASE_URLS  OpenAI-compatible servers the ``openai`` engine may call (default: loopback only)
-    JUDGE_WORKERS   judge subprocesses (default 2); MLFLOW=1 logs profiles to MLflow (default 0)
+    JUDGE_WORKERS   judge subprocesses (default 2), shared by all requests; MLFLOW=1 logs profiles to
+                    MLflow (default 0)
+    JUDGE_MAX_ITEMS items per /judge request (default 1000; more: 400)
+    JUDGE_BUDGET_S  seconds one /judge request may judge (default 30); items left then are ``timeout``
+    MAX_BODY_BYTES  request body size (default 16 MiB; more: 413)
+    MAX_NEW_TOKENS  the largest ``sampling.max_new_tokens`` a profile may ask for (default 32768), lower
+                    still where the model's config.json gives ``max_position_embeddings``
+    TREE_DUPLICATES sibling skills with the same name in a request's tree: 'error' (default) refuses the
+                    tree, 'merge' merges them
+    TREE_RAW_LEVELS EvalTree raw trees: 'instances' (default) keeps instance-level nodes as leaves,
+                    'groups' stops at groups of instances
     """
 
     allowed_roots: list[Path] = field(default_factory=list)
@@ -72,7 +102,12 @@ class Settings:
     allowed_base_urls: list[str] = field(default_factory=list)
     judge_workers: int = 2
     log_to_mlflow: bool = False
-    max_judge_items: int = 10_000
+    judge_max_items: int = 1000
+    judge_budget_s: float = 30.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_new_tokens: int = 32768
+    tree_duplicates: str = "error"
+    tree_raw_levels: str = "instances"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,6 +125,12 @@ class Settings:
             allowed_base_urls=urls or ["http://127.0.0.1", "http://localhost"],
             judge_workers=int(env.get("SKILLPROFILER_JUDGE_WORKERS", "2")),
             log_to_mlflow=env.get("SKILLPROFILER_MLFLOW", "0").lower() in {"1", "true", "yes"},
+            judge_max_items=_positive(env, "SKILLPROFILER_JUDGE_MAX_ITEMS", 1000, int),
+            judge_budget_s=_positive(env, "SKILLPROFILER_JUDGE_BUDGET_S", 30.0, float),
+            max_body_bytes=_positive(env, "SKILLPROFILER_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
+            max_new_tokens=_positive(env, "SKILLPROFILER_MAX_NEW_TOKENS", 32768, int),
+            tree_duplicates=check_duplicates_policy(env.get("SKILLPROFILER_TREE_DUPLICATES", "error")),
+            tree_raw_levels=check_raw_levels(env.get("SKILLPROFILER_TREE_RAW_LEVELS", "instances")),
         )
 
     # ------------------------------------------------------------------ reference checks

@@ -25,10 +25,11 @@ from typing import Annotated, Any, Literal, TypeVar
 import bentoml
 from distill.engines import EngineError, SamplingConfig, make_engine
 from distill.judge import JudgeItem, MathJudge
-from distill.models import ModelRefError, check_model_ref
+from distill.models import ModelRefError, check_model_ref, is_mlflow_uri, model_context_length
 from distill.profiling import (
     ProfileConfig,
     ResumeMismatchError,
+    bound_sampling,
     check_pool,
     load_pool,
     log_profile_to_mlflow,
@@ -80,6 +81,7 @@ class ProfileCheck(BaseModel):
     tree: str
     engine: str
     profile_id: str | None
+    max_new_tokens: int = Field(description="sampling.max_new_tokens the profile runs with (within its cap)")
 
 
 class ProfileResponse(BaseModel):
@@ -196,9 +198,11 @@ def check_request(
     engine: str,
     base_url: str | None,
     profile_id: str | None,
+    sampling: SamplingConfig | None = None,
 ) -> ProfileCheck:
     """References: allowed roots and servers, well-formed ids, and the model reference itself (a local
-    folder with a parseable config.json; a Hub id in the local cache while offline)."""
+    folder with a parseable config.json; a Hub id in the local cache while offline). ``max_new_tokens``
+    is bounded by ``SKILLPROFILER_MAX_NEW_TOKENS`` and the model's context length where it is known."""
     if engine == "openai":
         if not base_url:
             raise ValueError("engine 'openai' needs base_url")
@@ -208,18 +212,31 @@ def check_request(
         checked_model = check_model_ref(settings.check_model(model))
     if profile_id is not None:
         settings.profile_dir(profile_id)
+    local_model = engine != "openai" and not is_mlflow_uri(checked_model)
+    bounded = bound_sampling(
+        sampling or SamplingConfig(),
+        maximum=settings.max_new_tokens,
+        context_length=model_context_length(checked_model) if local_model else None,
+    )
     return ProfileCheck(
         model=checked_model,
         pool=settings.check_pool(pool),
         tree=str(settings.check_tree(tree)),
         engine=engine,
         profile_id=profile_id,
+        max_new_tokens=bounded.max_new_tokens,
     )
 
 
-def load_checked(checked: ProfileCheck, *, limit: int | None = None) -> tuple[SkillTree, list[TaggedProblem]]:
-    """The tree and the pool, refused (``PoolError``) when the pool is empty or names unknown skills."""
-    skill_tree = SkillTree.load(checked.tree)
+def load_checked(
+    checked: ProfileCheck, *, limit: int | None = None, settings: Settings | None = None
+) -> tuple[SkillTree, list[TaggedProblem]]:
+    """The tree and the pool, refused (``PoolError``) when the pool is empty or names unknown skills. The
+    tree is read with the service's tree settings (``SKILLPROFILER_TREE_DUPLICATES``/``_RAW_LEVELS``)."""
+    settings = settings or Settings()
+    skill_tree = SkillTree.load(
+        checked.tree, duplicates=settings.tree_duplicates, raw_levels=settings.tree_raw_levels
+    )
     problems = load_pool(checked.pool, limit=limit)
     check_pool(problems, skill_tree, source=checked.pool)
     return skill_tree, problems
@@ -247,8 +264,9 @@ def precheck_submit(settings: Settings, body: bytes) -> tuple[int, str] | None:
             fields["engine"],
             fields["base_url"],
             fields["profile_id"],
+            fields["sampling"],
         )
-        load_checked(checked, limit=fields["limit"])
+        load_checked(checked, limit=fields["limit"], settings=settings)
     except Exception as exc:
         mapped = client_error(exc)
         if mapped is None:
@@ -263,9 +281,38 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class SubmitCheckMiddleware:
-    """BentoML stores any ``/profile/submit`` body as a task and validates it only when the task runs;
-    this checks it first and answers the 4xx itself, so a refused request starts no task."""
+class BodyTooLarge(Exception):
+    """A request body over ``SKILLPROFILER_MAX_BODY_BYTES``."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, refused (``BodyTooLarge``) as soon as it passes ``limit`` bytes; None when
+    the client went away."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body over the limit of {limit} bytes (SKILLPROFILER_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+        more = bool(message.get("more_body", False))
+    return b"".join(chunks)
+
+
+class RequestGuardMiddleware:
+    """Checks made before BentoML sees a request.
+
+    * Body size: a body over ``SKILLPROFILER_MAX_BODY_BYTES`` is refused with 413, from its
+      Content-Length when it gives one, else while it is read (a body is never held past the limit).
+    * ``/profile/submit``: BentoML stores any body as a task and validates it only when the task runs;
+      the request is checked first (``precheck_submit``) and a refusal is answered here, so a refused
+      request starts no task.
+    """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], path: str = "/profile/submit"):
         self.app = app
@@ -273,32 +320,37 @@ class SubmitCheckMiddleware:
         self.settings: Settings | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or scope.get("path", "").rstrip("/") != self.path
-        ):
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        import anyio
-
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-        body = b"".join(chunks)
         if self.settings is None:
             self.settings = Settings.from_env()
-        refused = await anyio.to_thread.run_sync(precheck_submit, self.settings, body)
-        if refused is not None:
-            status, message_text = refused
-            log.warning("profile/submit refused (%d): %s", status, _one_line(message_text))
-            await _error(status, message_text)(scope, receive, send)
+        limit = self.settings.max_body_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                413,
+                f"request body of {int(length)} bytes is over the limit of {limit}"
+                " bytes (SKILLPROFILER_MAX_BODY_BYTES)",
+            )
             return
+        try:
+            body = await read_body(receive, limit)
+        except BodyTooLarge as exc:
+            await self._refuse(scope, receive, send, 413, str(exc))
+            return
+        if body is None:
+            return
+        if scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == self.path:
+            import anyio
+
+            refused = await anyio.to_thread.run_sync(precheck_submit, self.settings, body)
+            if refused is not None:
+                await self._refuse(scope, receive, send, *refused)
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -309,6 +361,14 @@ class SubmitCheckMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        where = scope.get("path", "").strip("/") or "/"
+        log.warning("%s refused (%d): %s", where, status, _one_line(message))
+        await _error(status, message)(scope, receive, send)
+
+
+SubmitCheckMiddleware = RequestGuardMiddleware  # its former name
 
 
 # ---------------------------------------------------------------------------- the service
@@ -338,10 +398,23 @@ class Profiler:
     @bentoml.api
     @http_errors
     def judge(
-        self, items: Annotated[list[JudgeItem], Field(min_length=1, max_length=10_000)]
+        self,
+        items: Annotated[list[JudgeItem], Field(min_length=1)],
+        budget_s: Annotated[float | None, Field(gt=0)] = None,
     ) -> JudgeResponse:
-        """Judge answers: the last \\boxed{...} of each response against its expected answer."""
-        verdicts = self.math_judge.judge(items)
+        """Judge answers: the last \\boxed{...} of each response against its expected answer.
+
+        At most ``SKILLPROFILER_JUDGE_MAX_ITEMS`` items (400 above). Items not judged within the time
+        budget (``budget_s``, at most ``SKILLPROFILER_JUDGE_BUDGET_S`` seconds, the default) are
+        ``timeout``. Requests share the judge workers, item by item, so a small request is not queued
+        behind a slow one."""
+        if len(items) > self.settings.judge_max_items:
+            raise ValueError(
+                f"items: {len(items)} items, over the limit of {self.settings.judge_max_items} per request "
+                "(SKILLPROFILER_JUDGE_MAX_ITEMS)"
+            )
+        budget = min(budget_s or self.settings.judge_budget_s, self.settings.judge_budget_s)
+        verdicts = self.math_judge.judge(items, budget_s=budget)
         counts: dict[str, int] = {}
         for v in verdicts:
             counts[v.status] = counts.get(v.status, 0) + 1
@@ -353,9 +426,16 @@ class Profiler:
 
     # ------------------------------------------------------------------ profile
     def _check(
-        self, model: str, pool: str, tree: str, engine: str, base_url: str | None, profile_id: str | None
+        self,
+        model: str,
+        pool: str,
+        tree: str,
+        engine: str,
+        base_url: str | None,
+        profile_id: str | None,
+        sampling: SamplingConfig | None = None,
     ) -> ProfileCheck:
-        return check_request(self.settings, model, pool, tree, engine, base_url, profile_id)
+        return check_request(self.settings, model, pool, tree, engine, base_url, profile_id, sampling)
 
     @bentoml.api
     @http_errors
@@ -367,12 +447,13 @@ class Profiler:
         engine: Literal["hf", "openai", "vllm"] = "hf",
         base_url: str | None = None,
         profile_id: str | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> ProfileCheck:
         """Validate a profiling request (what /profile/submit would run) and return the resolved references.
 
         The tree and the pool are loaded too: an empty pool or chains the tree does not hold are refused."""
-        checked = self._check(model, pool, tree, engine, base_url, profile_id)
-        load_checked(checked)
+        checked = self._check(model, pool, tree, engine, base_url, profile_id, sampling)
+        load_checked(checked, settings=self.settings)
         return checked
 
     @bentoml.task
@@ -399,15 +480,17 @@ class Profiler:
         profile_id: str | None = None,
     ) -> ProfileResponse:
         """Run the student on the pool, judge, aggregate per skill. Reusing a ``profile_id`` resumes it."""
-        checked = self._check(model, pool, tree, engine, base_url, profile_id)
+        checked = self._check(model, pool, tree, engine, base_url, profile_id, sampling)
         task_id = getattr(ctx.request.state, "task_id", None) if ctx.request is not None else None
         pid = profile_id or task_id or uuid.uuid4().hex
         out = self.settings.profile_dir(pid)
-        skill_tree, problems = load_checked(checked, limit=limit)
+        skill_tree, problems = load_checked(checked, limit=limit, settings=self.settings)
         out.mkdir(parents=True, exist_ok=True)
         config = ProfileConfig(
             samples_per_problem=samples_per_problem,
-            sampling=sampling or SamplingConfig(),
+            sampling=(sampling or SamplingConfig()).model_copy(
+                update={"max_new_tokens": checked.max_new_tokens}
+            ),
             chunk_size=chunk_size,
             weakest_k=weakest_k,
         )
@@ -470,4 +553,4 @@ class Profiler:
 
 
 install_log_filter()  # also set in the worker by Profiler.__init__, after BentoML configured logging
-Profiler.add_asgi_middleware(SubmitCheckMiddleware)  # type: ignore[attr-defined]
+Profiler.add_asgi_middleware(RequestGuardMiddleware)  # type: ignore[attr-defined]
