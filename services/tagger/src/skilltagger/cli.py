@@ -66,8 +66,8 @@ def _tree_errors() -> Iterator[None]:
         raise typer.BadParameter(str(exc), param_hint="--tree") from exc
 
 
-def _settings(
-    tree: Path,
+def _engine(
+    tree: str,
     backend: str,
     cache: str | None,
     exemplars: str | None,
@@ -77,19 +77,23 @@ def _settings(
     tree_duplicates: str = "error",
     tree_raw_levels: str = "instances",
 ) -> Any:
-    from skilltag.factory import EngineSettings
+    """The tagging engine for the CLI's options (a tree file, or 'world'); tree errors exit 2."""
+    from skilltag.factory import EngineSettings, build_engine
 
-    return EngineSettings(
-        tree=tree,
-        tree_duplicates=tree_duplicates,
-        tree_raw_levels=tree_raw_levels,
-        backend=backend,
-        cache=cache,
-        exemplars=exemplars,
-        openai_urls=urls or [],
-        openai_model=model,
-        embedding_options={"threads": threads or None} if backend == "embedding" else {},
-    )
+    with _tree_file(tree) as path, _tree_errors():
+        return build_engine(
+            EngineSettings(
+                tree=path,
+                tree_duplicates=tree_duplicates,
+                tree_raw_levels=tree_raw_levels,
+                backend=backend,
+                cache=cache,
+                exemplars=exemplars,
+                openai_urls=urls or [],
+                openai_model=model,
+                embedding_options={"threads": threads or None} if backend == "embedding" else {},
+            )
+        )
 
 
 @app.command()
@@ -141,27 +145,22 @@ def tag(
         tag_batch = client.tag
         describe: dict[str, Any] = {"server": server}
     else:
-        from skilltag.factory import build_engine
-
         if tree is None:
             raise typer.BadParameter(
                 f"a skill tree is needed: a file (JSON/YAML) or '{WORLD}', unless --server",
                 param_hint="--tree",
             )
-        with _tree_file(tree) as path, _tree_errors():
-            engine = build_engine(
-                _settings(
-                    path,
-                    backend,
-                    cache,
-                    exemplars,
-                    openai_url,
-                    openai_model,
-                    threads,
-                    tree_duplicates,
-                    tree_raw_levels,
-                )
-            )
+        engine = _engine(
+            tree,
+            backend,
+            cache,
+            exemplars,
+            openai_url,
+            openai_model,
+            threads,
+            tree_duplicates,
+            tree_raw_levels,
+        )
         tree_obj = engine.tree
         tag_batch = engine.tag
         describe = engine.describe()
@@ -261,24 +260,11 @@ def serve(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Serve SkillTagger (plus grpc.health.v1 and reflection) until SIGTERM/SIGINT, then drain."""
-    from skilltag.factory import build_engine
-
     from skilltagger.server import ServerLimits, TaggerServer
 
-    with _tree_file(tree) as path, _tree_errors():
-        engine = build_engine(
-            _settings(
-                path,
-                backend,
-                cache,
-                exemplars,
-                openai_url,
-                openai_model,
-                threads,
-                tree_duplicates,
-                tree_raw_levels,
-            )
-        )
+    engine = _engine(
+        tree, backend, cache, exemplars, openai_url, openai_model, threads, tree_duplicates, tree_raw_levels
+    )
     server = TaggerServer(
         engine, host=host, port=port, workers=workers, limits=ServerLimits(max_problems_per_call=max_problems)
     ).start()
