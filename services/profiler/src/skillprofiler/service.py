@@ -368,7 +368,6 @@ class RequestGuardMiddleware:
         await _error(status, message)(scope, receive, send)
 
 
-SubmitCheckMiddleware = RequestGuardMiddleware  # its former name
 
 
 # ---------------------------------------------------------------------------- the service
