@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from pathlib import Path
 
 import pytest
-from distill.engines import EngineError, SamplingConfig, make_engine, question_prompts, render_chat
+from distill.engines import (
+    EngineError,
+    GenerationStopped,
+    SamplingConfig,
+    make_engine,
+    question_prompts,
+    render_chat,
+)
 from distill.engines.vllm_engine import llm_kwargs, sampling_kwargs, vllm_unavailable_reason
 from distill.judge import extract_answer
 from distill.testing import openai_server
@@ -88,6 +98,96 @@ def test_openai_engine_against_transformers_serve(tiny_student_dir: Path, hf_eng
 
 def _flat(text: str) -> str:
     return " ".join(text.replace("<think>", " ").replace("</think>", " ").split())
+
+
+class StopAfterPolls(threading.Event):
+    """A stop event that turns set once it has been looked at ``polls`` times (generation polls it once
+    per token), counting every look."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.polls = polls
+        self.looks = 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks > self.polls
+
+
+def test_hf_engine_stops_at_the_next_token(hf_engine) -> None:  # type: ignore[no-untyped-def]
+    long = SamplingConfig(temperature=0.7, max_new_tokens=400, n=1, seed=0)
+    stop = StopAfterPolls(polls=6)
+    with pytest.raises(GenerationStopped):
+        hf_engine.generate(question_prompts(QUESTIONS[:2]), long, progress=False, stop=stop)
+    # 400 tokens would poll 400 times; it stopped right after the event turned set
+    assert stop.looks <= stop.polls + 3
+    already = threading.Event()
+    already.set()
+    with pytest.raises(GenerationStopped):
+        hf_engine.generate(question_prompts(QUESTIONS[:1]), GREEDY, progress=False, stop=already)
+    # an unset event changes nothing
+    plain = hf_engine.generate(question_prompts(QUESTIONS[:1]), GREEDY, progress=False)
+    assert (
+        hf_engine.generate(question_prompts(QUESTIONS[:1]), GREEDY, progress=False, stop=threading.Event())
+        == plain
+    )
+
+
+class HangingChatServer(http.server.ThreadingHTTPServer):
+    """A stand-in for a remote model server that never finishes answering (until released)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.answered = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                server.started.release()
+                server.release.wait(60)
+                body = json.dumps({"error": "released"}).encode()
+                self.send_response(503)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                server.answered += 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.daemon_threads = True
+
+
+def test_openai_engine_stops_without_waiting_for_requests_in_flight() -> None:
+    server = HangingChatServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        engine = make_engine("openai", "m", base_url=url, max_retries=0, timeout_s=60, concurrency=2)
+        stop = threading.Event()
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                engine.generate(["a", "b", "c"], SamplingConfig(max_new_tokens=4), progress=False, stop=stop)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert server.started.acquire(timeout=30) and server.started.acquire(timeout=30)  # 2 in flight
+        stop.set()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], GenerationStopped)
+        assert server.answered == 0  # it returned while both requests were still held by the server
+        engine.close()
+    finally:
+        server.release.set()
+        server.shutdown()
 
 
 def test_openai_engine_unreachable_server_raises() -> None:

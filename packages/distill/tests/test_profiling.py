@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from distill.engines import Generation, GenerationEngine, Prompt, SamplingConfig, make_engine
+from distill.engines import (
+    Generation,
+    GenerationEngine,
+    GenerationStopped,
+    Prompt,
+    SamplingConfig,
+    make_engine,
+)
+from distill.engines.base import check_stop
 from distill.profiling import (
     PoolError,
     ProfileConfig,
@@ -58,8 +67,14 @@ class ScriptedStudent(GenerationEngine):
         self.asked: list[str] = []
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingConfig | None = None,
+        *,
+        progress: bool = True,
+        stop: threading.Event | None = None,
     ) -> list[list[Generation]]:
+        check_stop(stop)
         params = params or SamplingConfig()
         out = []
         for prompt in prompts:
@@ -170,6 +185,39 @@ def test_scripted_student_accuracies_and_resume(
     )
     assert (fresh.profile.correct == result.profile.correct).all()
     assert (fresh.profile.attempts == result.profile.attempts).all()
+
+
+def test_a_stopped_profile_keeps_its_finished_chunks_and_resumes(
+    world_tree: SkillTree, world_pool_small, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    problems = world_pool_small[:12]
+    config = ProfileConfig(chunk_size=4, judge_workers=1)
+    stop = threading.Event()
+
+    def stop_after_two_chunks(done: int, total: int) -> None:
+        if done >= 8:
+            stop.set()
+
+    first = ScriptedStudent(problems, right=set(range(12)))
+    with pytest.raises(GenerationStopped, match="8 of 12 problems answered"):
+        profile_student(
+            first,
+            world_tree,
+            problems,
+            out_dir=tmp_path,
+            config=config,
+            progress=False,
+            on_chunk=stop_after_two_chunks,
+            stop=stop,
+        )
+    assert len(first.asked) == 8
+    assert len((tmp_path / "attempts.jsonl").read_text().splitlines()) == 8
+    assert not (tmp_path / "profile.json").exists()  # no profile from a stopped run
+
+    second = ScriptedStudent(problems, right=set(range(12)))
+    result = profile_student(second, world_tree, problems, out_dir=tmp_path, config=config, progress=False)
+    assert sorted(second.asked) == sorted(p.unique_id for p in problems[8:])
+    assert result.resumed == 8 and result.accuracy == 1.0
 
 
 def test_answers_of_another_model_or_sampling_are_not_resumed(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, world_tree, world_pool_sm
     root = tmp_path_factory.mktemp("allowed")
     world_tree.save(root / "tree.json")
     write_jsonl(root / "pool.jsonl", world_pool_small[:40])
+    write_jsonl(root / "long-pool.jsonl", world_pool_small)  # a task that runs for minutes unless stopped
     (root / "empty.jsonl").write_text("")
     rows = [p.model_dump(mode="json") for p in world_pool_small[:4]]
     rows[1]["chains"] = [["No Such Skill", "Nowhere"]]
@@ -49,13 +53,8 @@ def fake_hub_cache(root: Path, repo_id: str) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_student_dir: Path
-) -> Iterator[dict[str, Any]]:
-    work = tmp_path_factory.mktemp("work")
-    port = free_port()
-    env = {
+def server_env(work: Path, data_dir: Path, tiny_student_dir: Path) -> dict[str, str]:
+    return {
         "SKILLPROFILER_ALLOWED_ROOTS": f"{data_dir}:{tiny_student_dir}",
         "SKILLPROFILER_WORK_DIR": str(work),
         "SKILLPROFILER_JUDGE_WORKERS": "2",
@@ -68,7 +67,14 @@ def server(
         "HF_HUB_CACHE": str(fake_hub_cache(work / "hf-hub", "Qwen/Qwen3-4B")),
         "CUDA_VISIBLE_DEVICES": "",
         "BENTOML_HOME": str(work / "bentoml-home"),
+        "OMP_NUM_THREADS": "1",
     }
+
+
+@contextlib.contextmanager
+def profiler_server(work: Path, data_dir: Path, tiny_student_dir: Path) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    env = server_env(work, data_dir, tiny_student_dir)
     argv = [bentoml_cli(), "serve", "skillprofiler.service:Profiler", "--port", str(port)]
     log = work / "server.log"
     with (
@@ -79,7 +85,7 @@ def server(
             cwd=work,
             startup_timeout_s=180,
             log_file=log,
-        ),
+        ) as process,
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
     ):
         yield {
@@ -88,7 +94,16 @@ def server(
             "port": port,
             "mlflow": env["MLFLOW_TRACKING_URI"],
             "log": log,
+            "process": process,
         }
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_student_dir: Path
+) -> Iterator[dict[str, Any]]:
+    with profiler_server(tmp_path_factory.mktemp("work"), data_dir, tiny_student_dir) as running:
+        yield running
 
 
 def post(server: dict[str, Any], path: str, body: Any) -> httpx.Response:
@@ -582,3 +597,114 @@ def test_limit_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(ValueError, match=name):
             Settings.from_env()
         monkeypatch.delenv(name)
+
+
+# ---------------------------------------------------------------------------- stopping tasks
+def long_task(data_dir: Path, tiny_student_dir: Path) -> dict[str, Any]:
+    return {
+        "model": str(tiny_student_dir),
+        "pool": str(data_dir / "long-pool.jsonl"),
+        "tree": str(data_dir / "tree.json"),
+        "samples_per_problem": 2,
+        # near-uniform sampling over the tiny student's 1,026 tokens: answers run to the token cap
+        "sampling": {"temperature": 5.0, "top_p": 1.0, "max_new_tokens": 768, "seed": 0},
+        "chunk_size": 2,
+        "batch_size": 4,
+    }
+
+
+def cpu_seconds(process: Any, window_s: float) -> float:
+    """CPU time the server's process tree (arbiter, worker, judge subprocesses) used over ``window_s``."""
+    import psutil
+
+    def total() -> float:
+        procs = [psutil.Process(process.pid)]
+        procs += procs[0].children(recursive=True)
+        used = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                used += times.user + times.system
+        return used
+
+    before = total()
+    time.sleep(window_s)
+    return total() - before
+
+
+def saved_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def wait_for_answers(path: Path, at_least: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while saved_lines(path) < at_least:
+        assert time.monotonic() < deadline, f"{path} has fewer than {at_least} answers after {timeout_s}s"
+        time.sleep(0.2)
+
+
+def test_cancel_stops_generation_keeps_answers_and_resumes(
+    server: dict[str, Any], data_dir: Path, tiny_student_dir: Path
+) -> None:
+    client = server["client"]
+    body = long_task(data_dir, tiny_student_dir)
+    task_id = post(server, "/profile/submit", body).json()["task_id"]
+    attempts = server["work"] / "profiles" / task_id / "attempts.jsonl"
+    wait_for_answers(attempts, 4)  # two chunks answered and saved
+    assert cpu_seconds(server["process"], 1.0) > 0.2  # generating
+
+    cancel = client.put("/profile/cancel", params={"task_id": task_id})
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "canceling" and cancel.json()["profile_id"] == task_id
+    assert wait_task(server, task_id)["status"] == "canceled"
+    assert cpu_seconds(server["process"], 2.0) < 0.2  # the worker went idle: no generation left running
+    result = client.get("/profile/get", params={"task_id": task_id})
+    assert result.status_code == 409
+    assert "cancelled by request" in result.text and f"profile_id={task_id!r}" in result.text
+
+    saved = saved_lines(attempts)
+    assert saved % 2 == 0 and 4 <= saved < 800  # whole problems only (both samples), far from done
+    for line in attempts.read_text().splitlines():
+        json.loads(line)
+    assert client.put("/profile/cancel", params={"task_id": task_id}).status_code == 409  # finished
+    assert client.put("/profile/cancel", params={"task_id": "no-such-task"}).status_code == 404
+    assert client.put("/profile/cancel").status_code == 400
+
+    # a retried task is a new task, cancellable like a submitted one
+    retried = client.post("/profile/retry", params={"task_id": task_id})
+    assert retried.status_code == 200, retried.text
+    retry_id = retried.json()["task_id"]
+    assert client.put("/profile/cancel", params={"task_id": retry_id}).status_code == 200
+    assert wait_task(server, retry_id)["status"] == "canceled"
+
+    # the saved answers resume: the same request over those problems generates nothing new
+    resumed = post(server, "/profile/submit", {**body, "profile_id": task_id, "limit": saved // 2})
+    final = wait_task(server, resumed.json()["task_id"])
+    assert final["status"] == "completed", final
+    answer = client.get("/profile/get", params={"task_id": resumed.json()["task_id"]}).json()
+    assert answer["resumed"] == saved // 2 and answer["attempts"] == saved
+
+
+def test_sigterm_during_a_task_drains_within_the_limit(
+    tmp_path: Path, data_dir: Path, tiny_student_dir: Path
+) -> None:
+    """SIGTERM to `bentoml serve` (what Docker and Kubernetes send) while a profile generates: the task
+    is stopped, its finished answers stay, and the whole server exits within the drain limit."""
+    import psutil
+
+    drain_limit_s = 30
+    with profiler_server(tmp_path, data_dir, tiny_student_dir) as running:
+        process = running["process"]
+        task_id = post(running, "/profile/submit", long_task(data_dir, tiny_student_dir)).json()["task_id"]
+        attempts = tmp_path / "profiles" / task_id / "attempts.jsonl"
+        wait_for_answers(attempts, 2)
+        tree = psutil.Process(process.pid).children(recursive=True)
+        assert tree, "bentoml serve runs its worker as a child process"
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=drain_limit_s)  # raises TimeoutExpired past the limit
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, f"processes left running: {alive}"
+        log = running["log"].read_text()
+        assert "SIGTERM: stopping 1 profiling task(s)" in log
+        for line in attempts.read_text().splitlines():
+            json.loads(line)  # every saved answer is whole

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,13 +154,15 @@ def profile_student(
     on_chunk: Callable[[int, int], None] | None = None,
     on_mismatch: OnMismatch = "error",
     shard: tuple[int, int] | None = None,
+    stop: threading.Event | None = None,
 ) -> ProfileResult:
     """The shared rollout (generate and judge, resumable through ``out_dir``), then the per-skill profile.
 
     ``on_chunk(done_problems, total_problems)`` is called after each saved chunk (service progress).
     ``on_mismatch``: what to do when ``out_dir`` holds answers from another model or sampling setup,
     raise ``ResumeMismatchError`` or discard them and start over. ``shard=(i, n)``: only shard ``i`` of
-    ``n`` (see ``distill.rollout.rollout``); the profile then covers that shard alone.
+    ``n`` (see ``distill.rollout.rollout``); the profile then covers that shard alone. ``stop``: set it to
+    stop generating within moments (``GenerationStopped``; finished chunks are kept for a resume).
     """
     config = config or ProfileConfig()
     out = Path(out_dir)
@@ -178,6 +181,7 @@ def profile_student(
         on_chunk=on_chunk,
         on_mismatch=on_mismatch,
         shard=shard,
+        stop=stop,
     )
     answered = {v.unique_id for v in done.verdicts}
     problems = [p for p in problems if p.unique_id in answered] if shard is not None else problems

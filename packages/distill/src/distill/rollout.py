@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from skillcore import Attempt, JsonlAppender, PoolProblem, Verdict, read_jsonl
 from skillcore.io import atomic_write_text
 from tqdm.auto import tqdm
 
-from distill.engines import GenerationEngine, SamplingConfig, question_prompts
+from distill.engines import GenerationEngine, GenerationStopped, SamplingConfig, question_prompts
 from distill.judge import JudgeItem, MathJudge
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,12 @@ def rollout(
     on_chunk: Callable[[int, int], None] | None = None,
     on_mismatch: OnMismatch = "error",
     shard: tuple[int, int] | None = None,
+    stop: threading.Event | None = None,
 ) -> RolloutResult:
     """Answer every problem ``sampling.n`` times and judge each answer; resumable through ``out_dir``.
+
+    ``stop``: once set, the chunk being generated is dropped within moments and ``GenerationStopped`` is
+    raised (saying how far it got); every finished chunk is saved, so a rerun resumes after them.
 
     ``shard=(i, n)`` answers only the problems of shard ``i`` of ``n`` (a stable hash of ``unique_id``)
     into its own ``attempts.shard-i-of-n.jsonl``: run the ``n`` shards side by side (one per GPU) on the
@@ -156,9 +161,17 @@ def rollout(
             try:
                 for start in range(0, len(todo), chunk_size):
                     chunk = todo[start : start + chunk_size]
-                    outputs = engine.generate(
-                        question_prompts([p.question for p in chunk]), sampling, progress=False
-                    )
+                    try:
+                        if stop is not None and stop.is_set():
+                            raise GenerationStopped("stopped before the next chunk")
+                        outputs = engine.generate(
+                            question_prompts([p.question for p in chunk]), sampling, progress=False, stop=stop
+                        )
+                    except GenerationStopped as exc:
+                        raise GenerationStopped(
+                            f"{desc} stopped with {resumed + start} of {len(problems)} problems answered and"
+                            f" saved in {out}; a rerun with this folder resumes there"
+                        ) from exc
                     new = [
                         Attempt(
                             unique_id=p.unique_id,

@@ -72,13 +72,21 @@ class ProfilerClient:
     def status(self, task_id: str) -> str:
         return str(self._check(self.http.get("/profile/status", params={"task_id": task_id}))["status"])
 
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        """Stop a running task (its status turns ``canceled`` once it has stopped, within moments); its
+        finished answers are kept: submit again with the returned ``profile_id`` to resume."""
+        return dict(self._check(self.http.put("/profile/cancel", params={"task_id": task_id})))
+
     def result(self, task_id: str) -> dict[str, Any]:
         return dict(self._check(self.http.get("/profile/get", params={"task_id": task_id})))
 
     def profile(
         self, *, poll_s: float = 1.0, timeout_s: float | None = None, **request: Any
     ) -> dict[str, Any]:
-        """Check the request (so a refusal fails fast), submit it, wait, and return the profile summary."""
+        """Check the request (so a refusal fails fast), submit it, wait, and return the profile summary.
+
+        Past ``timeout_s`` the task is cancelled (``TimeoutError``); a cancelled task raises
+        ``ProfilerError`` (409) saying how far it got."""
         self.check_profile(
             **{
                 k: request[k]
@@ -90,7 +98,8 @@ class ProfilerClient:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self.status(task_id) in ("pending", "in_progress"):
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"profiling task {task_id} still running after {timeout_s}s")
+                self.cancel(task_id)
+                raise TimeoutError(f"profiling task {task_id} still running after {timeout_s}s: cancelled")
             time.sleep(poll_s)
         return self.result(task_id)
 

@@ -91,6 +91,8 @@ class Settings:
     MAX_BODY_BYTES  request body size (default 16 MiB; more: 413)
     MAX_NEW_TOKENS  the largest ``sampling.max_new_tokens`` a profile may ask for (default 32768), lower
                     still where the model's config.json gives ``max_position_embeddings``
+    TASK_TIMEOUT_S  seconds a profiling task may run (default 86400); then it stops like a cancelled one
+                    (finished answers kept, resumable with its profile_id)
     TREE_DUPLICATES sibling skills with the same name in a request's tree: 'error' (default) refuses the
                     tree, 'merge' merges them
     TREE_RAW_LEVELS EvalTree raw trees: 'instances' (default) keeps instance-level nodes as leaves,
@@ -106,6 +108,7 @@ class Settings:
     judge_budget_s: float = 30.0
     max_body_bytes: int = 16 * 1024 * 1024
     max_new_tokens: int = 32768
+    task_timeout_s: float = 24 * 3600.0
     tree_duplicates: str = "error"
     tree_raw_levels: str = "instances"
 
@@ -129,6 +132,7 @@ class Settings:
             judge_budget_s=_positive(env, "SKILLPROFILER_JUDGE_BUDGET_S", 30.0, float),
             max_body_bytes=_positive(env, "SKILLPROFILER_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
             max_new_tokens=_positive(env, "SKILLPROFILER_MAX_NEW_TOKENS", 32768, int),
+            task_timeout_s=_positive(env, "SKILLPROFILER_TASK_TIMEOUT_S", 24 * 3600.0, float),
             tree_duplicates=check_duplicates_policy(env.get("SKILLPROFILER_TREE_DUPLICATES", "error")),
             tree_raw_levels=check_raw_levels(env.get("SKILLPROFILER_TREE_RAW_LEVELS", "instances")),
         )

@@ -5,7 +5,8 @@ APIs (all POST, JSON bodies):
 * ``/judge``            judge a batch of answers against expected answers -> verdicts
 * ``/check_profile``    validate a profiling request (references, allowed roots) without running it
 * ``/profile/submit``   start profiling a student on a tagged pool (a BentoML task);
-  ``GET /profile/status?task_id=...`` and ``GET /profile/get?task_id=...`` follow it
+  ``GET /profile/status?task_id=...`` and ``GET /profile/get?task_id=...`` follow it,
+  ``PUT /profile/cancel?task_id=...`` stops it (finished answers are kept; resubmit with its profile_id)
 * ``/weakest``          the weakest leaf skills of a finished profile
 
 Start: ``bentoml serve skillprofiler.service:Profiler --port 3000`` (binds 127.0.0.1 unless ``--host``).
@@ -17,13 +18,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import bentoml
-from distill.engines import EngineError, SamplingConfig, make_engine
+from distill.engines import EngineError, GenerationStopped, SamplingConfig, make_engine
 from distill.judge import JudgeItem, MathJudge
 from distill.models import ModelRefError, check_model_ref, is_mlflow_uri, model_context_length
 from distill.profiling import (
@@ -44,6 +46,7 @@ from skillcore.io import JsonlError
 from starlette.responses import JSONResponse
 
 from skillprofiler.config import RefusedReference, Settings
+from skillprofiler.tasks import TASKS, stop_tasks_on_exit_signals
 
 log = logging.getLogger("skillprofiler")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,6 +124,8 @@ def client_error(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, FileNotFoundError):
         return 404, str(exc)
     if isinstance(exc, ProfileError | ResumeMismatchError):  # saved state does not fit the request
+        return 409, str(exc)
+    if isinstance(exc, GenerationStopped):  # cancelled, timed out or shut down: resumable
         return 409, str(exc)
     if isinstance(exc, ValidationError):
         return 400, validation_message(exc)
@@ -311,16 +316,29 @@ class RequestGuardMiddleware:
       Content-Length when it gives one, else while it is read (a body is never held past the limit).
     * ``/profile/submit``: BentoML stores any body as a task and validates it only when the task runs;
       the request is checked first (``precheck_submit``) and a refusal is answered here, so a refused
-      request starts no task.
+      request starts no task. The task id of a stored task (submit or retry) is noted in ``TASKS``.
+    * ``PUT /profile/cancel``: answered here from ``TASKS`` (BentoML's development server cannot cancel):
+      the task stops generating within moments; ``GET /profile/status`` reads ``in_progress`` until it
+      has stopped, then ``canceled`` (``/profile/get`` says how far it got and how to resume).
     """
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], path: str = "/profile/submit"):
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], path: str = "/profile"):
         self.app = app
         self.path = path
         self.settings: Settings | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope.get("method"), scope.get("path", "").rstrip("/")
+        if method == "PUT" and path == f"{self.path}/cancel":
+            await self._cancel(scope, receive, send)
+            return
+        if method == "GET" and path == f"{self.path}/status":
+            await self.app(scope, receive, self._status_sender(scope, send))
+            return
+        if method in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         if self.settings is None:
@@ -344,7 +362,7 @@ class RequestGuardMiddleware:
             return
         if body is None:
             return
-        if scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == self.path:
+        if method == "POST" and path == f"{self.path}/submit":
             import anyio
 
             refused = await anyio.to_thread.run_sync(precheck_submit, self.settings, body)
@@ -360,14 +378,88 @@ class RequestGuardMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        if method == "POST" and path in (f"{self.path}/submit", f"{self.path}/retry"):
+            send = self._task_noting_sender(send)
         await self.app(scope, replay, send)
+
+    @staticmethod
+    def _task_id(scope: Scope) -> str | None:
+        from urllib.parse import parse_qs
+
+        values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("task_id")
+        return values[0] if values else None
+
+    async def _cancel(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task_id = self._task_id(scope)
+        if not task_id:
+            await self._refuse(scope, receive, send, 400, "task_id is required")
+            return
+        outcome, profile_id = TASKS.cancel(task_id, "cancelled by request")
+        if outcome == "unknown":
+            await self._refuse(scope, receive, send, 404, f"no task {task_id!r} in this server")
+            return
+        if outcome == "finished":
+            await self._refuse(scope, receive, send, 409, f"task {task_id!r} has already finished")
+            return
+        log.info("task %s: cancel requested", task_id)
+        answer = {
+            "task_id": task_id,
+            "status": "canceling",
+            "profile_id": profile_id,
+            "detail": "generation stops within moments; finished answers are kept: submit again with "
+            "this profile_id to resume",
+        }
+        await JSONResponse(answer)(scope, receive, send)
+
+    @staticmethod
+    def _task_noting_sender(send: Send) -> Send:
+        """Notes the task id of the answer (a stored task) in ``TASKS`` before the client can see it."""
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                try:
+                    answer = json.loads(message.get("body") or b"null")
+                except ValueError:
+                    answer = None
+                if isinstance(answer, dict) and isinstance(answer.get("task_id"), str):
+                    TASKS.submitted(answer["task_id"])
+            await send(message)
+
+        return noting
+
+    def _status_sender(self, scope: Scope, send: Send) -> Send:
+        """A task that ended because it was asked to stop reads ``canceled`` (BentoML says ``failed``)."""
+        task_id = self._task_id(scope)
+        if task_id is None or TASKS.reason(task_id) is None:
+            return send
+        start: Message | None = None
+
+        async def rewriting(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] == "http.response.body" and start is not None:
+                body = message.get("body", b"")
+                try:
+                    answer = json.loads(body)
+                    if answer.get("status") == "failed":
+                        answer["status"] = "canceled"
+                        body = json.dumps(answer).encode()
+                except (ValueError, AttributeError):
+                    pass
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                start = None
+                message = {**message, "body": body, "more_body": False}
+            await send(message)
+
+        return rewriting
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         where = scope.get("path", "").strip("/") or "/"
         log.warning("%s refused (%d): %s", where, status, _one_line(message))
         await _error(status, message)(scope, receive, send)
-
-
 
 
 # ---------------------------------------------------------------------------- the service
@@ -383,6 +475,7 @@ class Profiler:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         self.math_judge = MathJudge(workers=self.settings.judge_workers, timeout_s=5.0)
         install_log_filter()
+        stop_tasks_on_exit_signals()  # a SIGTERM stops running profiles first, so shutdown drains in seconds
         log.info(
             "allowed roots: %s; work dir: %s",
             ", ".join(map(str, self.settings.allowed_roots)),
@@ -496,10 +589,34 @@ class Profiler:
         opts: dict[str, Any] = {"batch_size": batch_size} if engine == "hf" else {}
         if engine == "openai":
             opts = {"base_url": self.settings.check_base_url(base_url or "")}
-        with make_engine(engine, checked.model, **opts) as gen:
-            result = profile_student(
-                gen, skill_tree, problems, out_dir=out, config=config, judge=self.math_judge, progress=False
-            )
+        key = task_id or f"direct-{uuid.uuid4().hex}"  # a direct /profile call stops on shutdown only
+        stop = TASKS.start(key, pid)
+        limit_s = self.settings.task_timeout_s
+        timer = threading.Timer(
+            limit_s, TASKS.cancel, (key, f"timed out after {limit_s:g} s (SKILLPROFILER_TASK_TIMEOUT_S)")
+        )
+        timer.daemon = True
+        timer.start()
+        try:
+            with make_engine(engine, checked.model, **opts) as gen:
+                result = profile_student(
+                    gen,
+                    skill_tree,
+                    problems,
+                    out_dir=out,
+                    config=config,
+                    judge=self.math_judge,
+                    progress=False,
+                    stop=stop,
+                )
+        except GenerationStopped as exc:
+            raise GenerationStopped(
+                f"profile {pid!r} {TASKS.reason(key) or 'stopped'}: {exc}; submit again with "
+                f"profile_id={pid!r} to resume"
+            ) from exc
+        finally:
+            timer.cancel()
+            TASKS.finish(key)
         # written once the profile is done: a refused request (409) leaves the saved profile's files alone
         skill_tree.save(out / "tree.json")  # /weakest reads the profile against this exact tree
         (out / "request.json").write_text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -16,6 +17,18 @@ Prompt: TypeAlias = str | Sequence[Message]
 
 class EngineError(RuntimeError):
     """A generation engine could not be built or a request failed after its retries."""
+
+
+class GenerationStopped(RuntimeError):
+    """``generate`` (or a rollout) was asked to stop through its ``stop`` event before it finished.
+
+    What was still being generated is dropped: a truncated answer is never judged or saved."""
+
+
+def check_stop(stop: threading.Event | None, what: str = "generation") -> None:
+    """Raise ``GenerationStopped`` when ``stop`` is set."""
+    if stop is not None and stop.is_set():
+        raise GenerationStopped(f"{what} stopped")
 
 
 class SamplingConfig(BaseModel):
@@ -75,7 +88,11 @@ def question_prompts(questions: Sequence[str]) -> list[list[dict[str, str]]]:
 
 
 class GenerationEngine(abc.ABC):
-    """``generate(prompts, params)`` returns, for each prompt, ``params.n`` generations."""
+    """``generate(prompts, params)`` returns, for each prompt, ``params.n`` generations.
+
+    ``stop``: when the event is set, ``generate`` gives up within moments (the hf engine at the next token,
+    the openai engine without waiting for requests in flight, vllm between calls) and raises
+    ``GenerationStopped``."""
 
     kind: str = ""
     model_name: str = ""
@@ -89,7 +106,12 @@ class GenerationEngine(abc.ABC):
 
     @abc.abstractmethod
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingConfig | None = None,
+        *,
+        progress: bool = True,
+        stop: threading.Event | None = None,
     ) -> list[list[Generation]]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook

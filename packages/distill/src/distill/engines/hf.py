@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from distill.engines.base import (
     EngineError,
@@ -13,6 +15,7 @@ from distill.engines.base import (
     GenerationEngine,
     Prompt,
     SamplingConfig,
+    check_stop,
     render_chat,
 )
 
@@ -90,7 +93,12 @@ class HFEngine(GenerationEngine):
         return kwargs
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingConfig | None = None,
+        *,
+        progress: bool = True,
+        stop: threading.Event | None = None,
     ) -> list[list[Generation]]:
         import torch
 
@@ -101,11 +109,14 @@ class HFEngine(GenerationEngine):
         rows.sort(key=lambda r: -len(encoded[r[0]]))  # longest first: memory trouble shows up early
         out: list[list[Generation | None]] = [[None] * params.n for _ in texts]
         kwargs = self.generation_kwargs(params)
+        if stop is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopOnEvent(stop)])
         if params.seed is not None:
             torch.manual_seed(params.seed)
         bar = tqdm(total=len(rows), desc=f"generating ({self.kind})", disable=not progress, unit="seq")
         try:
             for start in range(0, len(rows), self.batch_size):
+                check_stop(stop)
                 batch = rows[start : start + self.batch_size]
                 ids = [encoded[i] for i, _ in batch]
                 padded = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
@@ -114,6 +125,7 @@ class HFEngine(GenerationEngine):
                     generated = self.model.generate(
                         input_ids=input_ids, attention_mask=padded["attention_mask"].to(self.device), **kwargs
                     )
+                check_stop(stop)  # the batch was cut short: drop it
                 new_tokens = generated[:, input_ids.shape[1] :].tolist()
                 for (i, s), tokens in zip(batch, new_tokens, strict=True):
                     out[i][s] = self._to_generation(tokens)
@@ -129,6 +141,20 @@ class HFEngine(GenerationEngine):
         # like vLLM and OpenAI-style usage, the end-of-sequence token counts as generated
         n_tokens = len(tokens) if end is None else end + 1
         return Generation(text=text, n_tokens=n_tokens, finish_reason="length" if end is None else "stop")
+
+
+class StopOnEvent(StoppingCriteria):
+    """Ends every row of a ``generate`` call at the next token once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -16,6 +17,7 @@ from distill.engines.base import (
     Prompt,
     SamplingConfig,
     as_messages,
+    check_stop,
 )
 
 log = logging.getLogger(__name__)
@@ -93,30 +95,39 @@ class OpenAIEngine(GenerationEngine):
         return Generation(text=text, n_tokens=n_tokens, finish_reason=str(choice.finish_reason or "stop"))
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingConfig | None = None,
+        *,
+        progress: bool = True,
+        stop: threading.Event | None = None,
     ) -> list[list[Generation]]:
         params = params or SamplingConfig()
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         bar = tqdm(
             total=len(prompts) * params.n, desc="generating (openai)", disable=not progress, unit="seq"
         )
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {
-                pool.submit(self._one, prompt, params, s): (i, s)
-                for i, prompt in enumerate(prompts)
-                for s in range(params.n)
-            }
-            try:
-                for future in as_completed(futures):
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        futures: dict[Future[Generation], tuple[int, int]] = {
+            pool.submit(self._one, prompt, params, s): (i, s)
+            for i, prompt in enumerate(prompts)
+            for s in range(params.n)
+        }
+        pending = set(futures)
+        finished = False
+        try:
+            while pending:
+                check_stop(stop)
+                # wake up now and then to look at ``stop``; requests in flight are not waited for
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for future in done:
                     i, s = futures[future]
                     out[i][s] = future.result()
                     bar.update()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-            finally:
-                bar.close()
+            finished = True
+        finally:
+            bar.close()
+            pool.shutdown(wait=finished, cancel_futures=True)
         return [[g for g in gens if g is not None] for gens in out]
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ Install with ``pip install 'skilldistill-distill[gpu]'`` on a CUDA machine. The 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from distill.engines.base import (
     GenerationEngine,
     Prompt,
     SamplingConfig,
+    check_stop,
     render_chat,
 )
 
@@ -94,13 +96,22 @@ class VLLMEngine(GenerationEngine):
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingConfig | None = None, *, progress: bool = True
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingConfig | None = None,
+        *,
+        progress: bool = True,
+        stop: threading.Event | None = None,
     ) -> list[list[Generation]]:
         import vllm
 
+        # ``LLM.generate`` is one blocking call: ``stop`` is looked at before and after it, so a stop waits
+        # for the call in flight (the rollout's ``chunk_size`` bounds how long that is)
+        check_stop(stop)
         params = params or SamplingConfig()
         texts = [render_chat(self.tokenizer, p, enable_thinking=params.enable_thinking) for p in prompts]
         outputs = self.llm.generate(texts, vllm.SamplingParams(**sampling_kwargs(params)), use_tqdm=progress)
+        check_stop(stop)
         return [
             [
                 Generation(
