@@ -44,6 +44,108 @@ def test_choice_letter_forms() -> None:
     assert choice_letter("Ea", gold=False) is None
 
 
+def test_a_gold_is_a_choice_only_when_marked_or_declared() -> None:
+    for marked in ("(C)", "\\text{(C)}", "\\textbf{(C)}", "(c)", "C", "\\text{C}"):
+        assert choice_letter(marked, gold=True) == "C", marked
+    for expression in ("c", "e", "\\text{e}", "(C) Plane", "\\text{(C) Plane}", "C.", "F"):
+        assert choice_letter(expression, gold=True) is None, expression
+    for form in ("e", "(e)", "E", "\\text{e}", "e.", "\\text{(E)}"):  # declared: every letter form
+        assert choice_letter(form, gold=True, declared=True) == "E", form
+    assert choice_letter("12", gold=True, declared=True) is None
+
+
+@pytest.mark.parametrize(
+    ("prediction", "letter"),
+    [
+        ("C", "C"),
+        ("c", "C"),
+        ("(C)", "C"),
+        ("\\text{(C)}", "C"),
+        ("C.", "C"),
+        ("C) 12", "C"),
+        ("(C) Plane", "C"),
+        ("\\text{(C) Plane}", "C"),
+        ("C: 12", "C"),
+        ("(C) f(E)", "C"),  # a function's argument is no second label
+        ("C or D", None),  # a hedge names no choice
+        ("(C) or (D)", None),
+        ("C) 12, D) 15", None),
+        ("C Plane", None),  # no label punctuation: not a choice
+        ("e + 1", None),
+        ("(C),", None),
+        ("C.5", None),
+        ("12", None),
+    ],
+)
+def test_the_choice_a_prediction_names(prediction: str, letter: str | None) -> None:
+    assert choice_letter(prediction, gold=False) == letter
+
+
+# (prediction, expected answer, declared multiple choice, verdict): issue #15
+CHOICE_CASES = [
+    # a gold "e" is Euler's number, not choice (E)
+    ("\\exp(1)", "e", False, "correct"),
+    ("e", "e", False, "correct"),
+    ("2.718281828", "e", False, "correct"),
+    ("e^{1}", "e", False, "correct"),
+    ("2.718", "e", False, "wrong"),
+    ("e + 1", "e", False, "wrong"),  # read as choice E before the fix
+    ("(E)", "e", False, "correct"),  # math-verify: (E) is e in parentheses
+    ("c", "c", False, "correct"),
+    ("b", "c", False, "wrong"),
+    # a trailing list separator never makes a wrong answer right
+    ("3", "3,", False, "wrong"),
+    ("3,", "3", False, "wrong"),
+    ("3;", "3", False, "wrong"),
+    ("3,", "3,", False, "correct"),
+    ("3.", "3", False, "correct"),  # a decimal point, not a separator
+    ("\\{1, 2\\}", "\\{1,2\\}", False, "correct"),
+    # a choice with the option's text
+    ("\\text{(C) Plane}", "\\text{(C)}", False, "correct"),  # the label names the choice
+    ("\\text{(C)}", "\\text{(C) Plane}", False, "wrong"),  # the gold is not a bare choice
+    ("\\text{(D) Plane}", "\\text{(C)}", False, "wrong"),
+    # a real choice
+    ("C", "(C)", False, "correct"),
+    ("(C)", "(C)", False, "correct"),
+    ("\\text{(C)}", "(C)", False, "correct"),
+    ("c", "(C)", False, "correct"),
+    ("D", "(C)", False, "wrong"),
+    ("C or D", "(C)", False, "wrong"),
+    ("(C) or (D)", "(C)", False, "wrong"),
+    ("\\text{Plane}", "(C)", False, "wrong"),
+    # declared choices: any letter form of the gold is a choice, lowercase included
+    ("E", "e", True, "correct"),
+    ("(E)", "e", True, "correct"),
+    ("\\exp(1)", "e", True, "wrong"),
+    ("2.718281828", "e", True, "wrong"),
+    ("\\text{(B)}", "b", True, "correct"),
+    ("12.0", "12", True, "correct"),  # a numeric gold stays numeric
+]
+
+
+@pytest.mark.parametrize(("prediction", "expected", "declared", "verdict"), CHOICE_CASES)
+def test_choices_and_separators_inline(prediction: str, expected: str, declared: bool, verdict: str) -> None:
+    assert compare_answers(prediction, expected, timeout=None, multiple_choice=declared) == verdict
+    response = f"So \\boxed{{{prediction}}}"
+    assert judge_response(response, expected, multiple_choice=declared).status == verdict
+
+
+def test_choices_and_separators_through_the_workers(judge: MathJudge) -> None:
+    items = [
+        JudgeItem(
+            unique_id=f"c{i}",
+            response=f"\\boxed{{{pred}}}",
+            expected_answer=gold,
+            multiple_choice=declared,
+        )
+        for i, (pred, gold, declared, _) in enumerate(CHOICE_CASES)
+    ]
+    assert [v.status for v in judge.judge(items)] == [case[3] for case in CHOICE_CASES]
+    # the same verdicts on a repeat (deterministic) and with inline judging
+    assert [v.status for v in judge.judge(items)] == [case[3] for case in CHOICE_CASES]
+    assert [v.status for v in MathJudge(workers=0).judge(items)] == [case[3] for case in CHOICE_CASES]
+
+
 # (boxed prediction, expected answer, verdict)
 CASES = [
     ("\\frac{1}{2}", "0.5", "correct"),  # fraction vs decimal

@@ -1,10 +1,22 @@
-"""The openai backend: answer parsing, and a real OpenAI-compatible server (`transformers serve` with the
-tiny Qwen3 student). The student's tags are not good; the test proves transport, structured-output
-requests, parsing of bad output, dropping of names that are not children, retries and failover."""
+"""The openai backend: answer parsing; a scripted OpenAI-compatible server on loopback that plays a model
+that can tag (full chains down the tree, structured-output downgrades, parse retries, a model that never
+answers validly, transport retries, deadlines); and a real server (`transformers serve` with the tiny
+Qwen3 student), whose tags are not good: that test proves transport, structured-output requests, parsing
+of bad output, dropping of names that are not children, retries and failover."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from skillcore import SkillTree
@@ -15,7 +27,7 @@ from skilltag.backends.openai_chat import (
     parse_choice,
     response_schema,
 )
-from skilltag.engine import TaggingEngine
+from skilltag.engine import BackendUnavailable, DeadlineExceeded, TaggingEngine
 from skilltag.testing import free_port, small_problems
 
 NAMES = ["Algebra", "Geometry", "Number theory"]
@@ -33,6 +45,12 @@ NAMES = ["Algebra", "Geometry", "Number theory"]
         ("__import__('os').system('echo pwned')", [], [], False),
         ("", [], [], False),
         ("\\boxed{7}", [], [], False),
+        # reasoning whose opening tag was in the prompt (Qwen3 thinking templates): the answer follows it
+        ('I need {x}... maybe ["Geometry"]\n</think>\n{"skills": ["Algebra"]}', ["Algebra"], [], True),
+        ('<think>still thinking about {"skills": ["Algebra"]}', [], [], False),  # cut off mid-thought
+        # the first JSON value amid prose with braces
+        ('For {x} I pick {"skills": ["Geometry"]}, not {"skills": ["Algebra"]}.', ["Geometry"], [], True),
+        ('Options {a, b}: ["Number theory"] then.', ["Number theory"], [], True),
     ],
 )
 def test_parse_choice(answer: str, names: list[str], invalid: list[str], parsed: bool) -> None:
@@ -82,3 +100,376 @@ def test_openai_backend_against_transformers_serve(tiny_student_dir: Path, tree:
     # the tiny student is no tagger: its answers were unparseable, named non-children, or chose nothing
     assert c["unparsed_answers"] + c["invalid_names"] + c["empty_choices"] >= 1
     print(dict(c))
+
+
+# ------------------------------------------------------------------------------------------------
+# A scripted OpenAI-compatible server on loopback: a real HTTP server in a thread that plays the external
+# model. It answers /v1/chat/completions from a script (a function of the request), so the backend's
+# happy path, downgrades, retries and give-ups are exercised over real HTTP with answers a real tagger
+# would give.
+
+Reply = Callable[[dict[str, Any]], "tuple[int, dict[str, Any]]"]
+
+
+def completion(content: str) -> tuple[int, dict[str, Any]]:
+    return 200, {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "scripted",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"message": message, "type": "invalid_request_error", "code": status}}
+
+
+@dataclass
+class Asked:
+    """What one request asked: the problem's question, the node's path and the listed skills."""
+
+    question: str
+    path: tuple[str, ...]
+    skills: list[str]
+    body: dict[str, Any]
+
+    @property
+    def mode(self) -> str:
+        return str(self.body.get("response_format", {}).get("type", "none"))
+
+
+def read_request(body: dict[str, Any]) -> Asked:
+    user = body["messages"][-1]["content"]
+    problem = user.split("Problem (with a summary of its solution):\n", 1)[1].split("\n\n", 1)[0]
+    question = problem.split("\nSolution: ", 1)[0]
+    context = re.search(r"known to need skills in: (.+?)\.\n", user)
+    path = tuple(context.group(1).split(" -> ")) if context else ()
+    listed = user.split("\nSkills:\n", 1)[1].split("\n\n", 1)[0]
+    skills = [line[2:].split(": ", 1)[0] for line in listed.splitlines()]
+    return Asked(question, path, skills, body)
+
+
+class ScriptedModel:
+    """``with ScriptedModel(reply) as url:`` serves ``reply(request body) -> (status, JSON)`` at ``url``."""
+
+    def __init__(self, reply: Reply, *, delay_s: float = 0.0) -> None:
+        self.reply = reply
+        self.delay_s = delay_s
+        self.asked: list[Asked] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> str:
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    self._send(*error(404, f"no route {self.path}"))
+                    return
+                with model.lock:
+                    model.asked.append(read_request(body))
+                    model.in_flight += 1
+                    model.max_in_flight = max(model.max_in_flight, model.in_flight)
+                try:
+                    time.sleep(model.delay_s)
+                    status, payload = model.reply(body)
+                finally:
+                    with model.lock:
+                        model.in_flight -= 1
+                self._send(status, payload)
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.server is not None and self.thread is not None
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def tagger(script: dict[str, dict[tuple[str, ...], str]]) -> Reply:
+    """A model that answers ``script[question][node path]`` (the question found by its start)."""
+
+    def reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        asked = read_request(body)
+        for start, by_path in script.items():
+            if asked.question.startswith(start):
+                return completion(by_path[asked.path])
+        return error(400, f"no script for {asked.question!r}")
+
+    return reply
+
+
+def backend_for(*urls: str, **settings: Any) -> OpenAIBackend:
+    config: dict[str, Any] = {"model": "scripted", "backoff_base": 0.01, "max_concurrency": 4}
+    config.update(settings)
+    return OpenAIBackend(OpenAIConfig(base_urls=urls, **config))
+
+
+def problem(uid: str, question: str, solution: str = "") -> dict[str, Any]:
+    return {"unique_id": uid, "question": question, "solution": solution, "expected_answer": "0"}
+
+
+LINEAR = "Solve for x: 4x + 7 = 31."
+BOTH = "Solve x^2 - 5x + 6 = 0 and compute gcd(84, 36)."
+CIRCLE = "What is the area of a circle with radius 3?"
+NOTHING = "Write a poem about autumn."
+NONSENSE = "Integrate x^2 from 0 to 1."
+
+TAGGER = {
+    LINEAR: {
+        (): '{"skills": ["Algebra"]}',
+        ("Algebra",): '```json\n{"skills": ["linear  equations"]}\n```',  # case and spacing differ
+    },
+    BOTH: {
+        (): '{"skills": ["Number theory", "Algebra", "Calculus"]}',  # Calculus is no child: dropped
+        ("Algebra",): '<think>linear? no</think>\n{"skills": ["Quadratic equations"]}',
+        ("Number theory",): 'Sure: {"skills": ["Greatest common divisor"]} is what it needs.',
+    },
+    CIRCLE: {
+        (): '{"skills": ["Geometry", "Geometry"]}',  # a repeated name counts once
+        ("Geometry",): '["Circle area"]',  # a bare list
+    },
+    NOTHING: {(): '{"skills": []}'},  # a valid answer choosing nothing
+    NONSENSE: {(): '{"skills": ["Calculus"]}'},  # only names that are not children
+}
+
+
+def test_scripted_model_tags_full_chains(tree: SkillTree) -> None:
+    model = ScriptedModel(tagger(TAGGER))
+    with model as url:
+        backend = backend_for(url)
+        engine = TaggingEngine(tree, backend)
+        problems = [
+            problem("lin", LINEAR, "Subtract 7 to get 4x = 24, so x = 6."),
+            problem("both", BOTH),
+            problem("circle", CIRCLE),
+            problem("nothing", NOTHING),
+            problem("nonsense", NONSENSE),
+        ]
+        results = engine.tag(problems)
+        backend.close()
+    assert {r.id: r.chains for r in results} == {
+        "lin": [["Algebra", "Linear equations"]],
+        "both": [["Algebra", "Quadratic equations"], ["Number theory", "Greatest common divisor"]],
+        "circle": [["Geometry", "Circle area"]],
+        "nothing": [],
+        "nonsense": [],
+    }
+    assert all(r.backend == "openai" and r.scores is None for r in results)
+    # every node was asked once, with that node's children listed and enforced by the schema
+    assert len(model.asked) == 5 + 1 + 2 + 1  # roots, then Algebra (lin, both), NT (both), Geometry
+    for asked in model.asked:
+        node = tree.find(asked.path)
+        assert node is not None
+        children = [c.name for c in node.children]
+        assert asked.skills == children
+        assert asked.body["response_format"]["type"] == "json_schema"
+        schema = asked.body["response_format"]["json_schema"]["schema"]
+        assert schema["properties"]["skills"]["items"]["enum"] == children
+        assert asked.body["model"] == "scripted" and asked.body["seed"] == 0
+        assert asked.body["temperature"] == 0.3
+        assert asked.body["chat_template_kwargs"] == {"enable_thinking": False}
+        if asked.path:
+            assert (
+                f"known to need skills in: {' -> '.join(asked.path)}."
+                in asked.body["messages"][-1]["content"]
+            )
+    c = backend.counters
+    assert c["requests"] == 9 and c["retries"] == 0 and c["structured_fallbacks"] == 0
+    assert c["invalid_names"] == 2  # Calculus twice
+    assert c["empty_choices"] == 2  # "nothing" (chose none) and "nonsense" (no valid name)
+    assert c["unparsed_answers"] == 0 and c["unanswered_nodes"] == 0
+    assert engine.stats.untagged == 2
+
+
+def rejects(*modes: str, status: int = 400, barrier: threading.Barrier | None = None) -> Reply:
+    """A server without structured output: requests with response_format of ``modes`` are refused."""
+    answer = tagger(TAGGER)
+
+    def reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        mode = body.get("response_format", {}).get("type")
+        if mode in modes:
+            if barrier is not None:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()  # hold the first rejections until all of them are in flight
+            if status == 422:  # FastAPI-style validation of an unknown field
+                return 422, {"detail": "Unexpected fields in the request: {'response_format'}"}
+            return error(400, f"response_format type {mode!r} is not supported by this server")
+        return answer(body)
+
+    return reply
+
+
+def test_structured_output_downgrade_to_json_object(tree: SkillTree) -> None:
+    """Concurrent requests rejected for json_schema step down once, to json_object (not past it)."""
+    barrier = threading.Barrier(4, timeout=10)
+    model = ScriptedModel(rejects("json_schema", barrier=barrier))
+    with model as url:
+        backend = backend_for(url, max_concurrency=4)
+        problems = [problem("lin", LINEAR), problem("both", BOTH), problem("circle", CIRCLE)]
+        problems.append(problem("lin2", LINEAR + " (again)"))
+        results = TaggingEngine(tree, backend).tag(problems)
+        backend.close()
+    assert [r.chains for r in results] == [
+        [["Algebra", "Linear equations"]],
+        [["Algebra", "Quadratic equations"], ["Number theory", "Greatest common divisor"]],
+        [["Geometry", "Circle area"]],
+        [["Algebra", "Linear equations"]],
+    ]
+    assert backend.structured == "json_object"
+    assert backend.counters["structured_fallbacks"] == 1
+    modes = [a.mode for a in model.asked]
+    assert modes[:4] == ["json_schema"] * 4  # the four first requests were in flight together
+    assert set(modes[4:]) == {"json_object"}  # json_object works here: never dropped to none
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_structured_output_downgrade_to_none(tree: SkillTree, status: int) -> None:
+    model = ScriptedModel(rejects("json_schema", "json_object", status=status))
+    with model as url:
+        backend = backend_for(url, max_concurrency=1)
+        results = TaggingEngine(tree, backend).tag([problem("both", BOTH)])
+        backend.close()
+    assert results[0].chains == [
+        ["Algebra", "Quadratic equations"],
+        ["Number theory", "Greatest common divisor"],
+    ]
+    assert backend.structured == "none" and backend.counters["structured_fallbacks"] == 2
+    assert [a.mode for a in model.asked] == ["json_schema", "json_object", "none", "none", "none"]
+    assert "response_format" not in model.asked[-1].body
+
+
+def test_other_bad_requests_fail_clearly(tree: SkillTree) -> None:
+    model = ScriptedModel(lambda body: error(400, "This model's maximum context length is 32 tokens"))
+    with model as url:
+        backend = backend_for(url)
+        with pytest.raises(BackendUnavailable, match=r"rejected the request.*maximum context length"):
+            TaggingEngine(tree, backend).tag([problem("lin", LINEAR)])
+        backend.close()
+    assert backend.structured == "json_schema"  # no downgrade for an unrelated rejection
+    assert len(model.asked) == 1
+
+
+def first_unparseable(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Prose on the first try (seed 0), a valid answer on the retry (seed 1)."""
+    if body.get("seed") == 0:
+        return completion("The problem clearly needs algebra, I would say.")
+    return tagger(TAGGER)(body)
+
+
+def test_parse_retry_gets_a_valid_answer(tree: SkillTree) -> None:
+    model = ScriptedModel(first_unparseable)
+    with model as url:
+        backend = backend_for(url)
+        results = TaggingEngine(tree, backend).tag([problem("lin", LINEAR), problem("both", BOTH)])
+        backend.close()
+    assert [r.chains for r in results] == [
+        [["Algebra", "Linear equations"]],
+        [["Algebra", "Quadratic equations"], ["Number theory", "Greatest common divisor"]],
+    ]
+    nodes = 2 + 1 + 2  # roots, Algebra for lin, Algebra and Number theory for both
+    c = backend.counters
+    assert c["unparsed_answers"] == nodes and c["retries"] == nodes and c["requests"] == 2 * nodes
+    assert c["unanswered_nodes"] == 0
+    # a retry asks with the next seed: a seeded server would repeat an unparseable answer otherwise
+    by_node: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for asked in model.asked:
+        by_node.setdefault((asked.question, asked.path), []).append(asked.body["seed"])
+    assert all(seeds == [0, 1] for seeds in by_node.values()) and len(by_node) == nodes
+
+
+def test_a_model_that_never_answers_validly(tree: SkillTree, caplog: pytest.LogCaptureFixture) -> None:
+    """Every try unparseable: the node gets no children (the problem is untagged), counted and logged,
+    after exactly 1 + parse_retries requests; the batch itself does not fail."""
+    model = ScriptedModel(lambda body: completion("I cannot decide. \\boxed{7}"))
+    with model as url, caplog.at_level(logging.WARNING, logger="skilltag.backends.openai_chat"):
+        backend = backend_for(url, parse_retries=2)
+        engine = TaggingEngine(tree, backend)
+        results = engine.tag([problem("lin", LINEAR), problem("both", BOTH)])
+        backend.close()
+    assert [r.chains for r in results] == [[], []]
+    assert engine.stats.untagged == 2
+    c = backend.counters
+    assert c["requests"] == 6 and c["unparsed_answers"] == 6 and c["retries"] == 4
+    assert c["unanswered_nodes"] == 2 and c["empty_choices"] == 0
+    assert sorted(a.body["seed"] for a in model.asked) == [0, 0, 1, 1, 2, 2]
+    assert "no parseable answer for node '(root)' after 3 tries" in caplog.text
+
+
+def test_a_node_that_never_answers_loses_only_its_chains(tree: SkillTree) -> None:
+    script = {BOTH: dict(TAGGER[BOTH])}
+    script[BOTH][("Number theory",)] = "<think>gcd or primes... I keep thinking"  # cut off mid-thought
+
+    model = ScriptedModel(tagger(script))
+    with model as url:
+        backend = backend_for(url, parse_retries=1)
+        results = TaggingEngine(tree, backend).tag([problem("both", BOTH)])
+        backend.close()
+    assert results[0].chains == [["Algebra", "Quadratic equations"]]
+    assert backend.counters["unanswered_nodes"] == 1
+
+
+def test_transport_failures_are_retried_round_robin(tree: SkillTree) -> None:
+    down = ScriptedModel(lambda body: error(503, "overloaded"))
+    up = ScriptedModel(tagger(TAGGER))
+    with down as down_url, up as up_url:
+        backend = backend_for(down_url, up_url, max_concurrency=1, max_retries=4)
+        results = TaggingEngine(tree, backend).tag([problem("lin", LINEAR), problem("circle", CIRCLE)])
+        backend.close()
+    assert [r.chains for r in results] == [[["Algebra", "Linear equations"]], [["Geometry", "Circle area"]]]
+    assert len(up.asked) == 4 and len(down.asked) == 4  # alternating endpoints: each answered node
+    c = backend.counters  # followed one refusal
+    assert c["transport_errors"] == 4 and c["retries"] == 4
+
+
+def test_transport_failures_past_max_retries(tree: SkillTree) -> None:
+    model = ScriptedModel(lambda body: error(500, "boom"))
+    with model as url:
+        backend = backend_for(url, max_retries=2)
+        with pytest.raises(BackendUnavailable, match=r"failed 3 times.*InternalServerError"):
+            TaggingEngine(tree, backend).tag([problem("lin", LINEAR)])
+        backend.close()
+    assert len(model.asked) == 3
+
+
+def test_deadline_and_bounded_concurrency(tree: SkillTree) -> None:
+    model = ScriptedModel(tagger(TAGGER), delay_s=0.2)
+    with model as url:
+        backend = backend_for(url, max_concurrency=2)
+        engine = TaggingEngine(tree, backend)
+        problems = [problem(f"l{i}", f"{LINEAR} (variant {i})") for i in range(6)]
+        results = engine.tag(problems)
+        assert all(r.chains == [["Algebra", "Linear equations"]] for r in results)
+        assert model.max_in_flight == 2  # never more than max_concurrency requests at once
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            engine.tag([problem("late", LINEAR + " late")], deadline=time.monotonic() + 0.05)
+        assert time.monotonic() - started < 2.0
+        backend.close()

@@ -5,6 +5,16 @@ response without one gets the verdict ``no_answer``. Comparison uses math-verify
 LaTeX, percentages, intervals, sets); multiple-choice letters are compared directly, since math-verify
 would read a bare ``E`` as Euler's number.
 
+An expected answer is a multiple-choice letter only when it is marked as one: a letter in parentheses
+(``(C)``, ``\\text{(C)}``), a bare capital ``A``-``E`` (``C``, ``\\text{C}``: how MATH writes choices), or
+any letter form when the item declares its answer a choice (``JudgeItem.multiple_choice``, for a benchmark
+whose answers are letters). A bare lowercase ``a``-``e`` is otherwise an expression: a gold ``e`` is
+Euler's number and accepts ``\\exp(1)``. Against a choice, a prediction names a letter on its own (``C``,
+``(C)``, ``C.``) or as a label before the option's text (``C) 12``, ``(C) Plane``, ``C: 12``); a letter
+followed by anything else (``C or D``, ``(C) or (D)``, ``e + 1``) names no choice and is wrong. A trailing
+list separator (``,`` or ``;``) is part of an answer: ``3`` against ``3,`` is wrong (math-verify would
+drop it and accept), in both directions.
+
 math-verify times out with ``signal.alarm``, which only works in a process's main thread. ``MathJudge``
 therefore compares in worker processes (each comparison runs in a worker's main thread, so math-verify's
 own timeout applies) and the parent also enforces a hard per-answer deadline: a worker stuck past it is
@@ -52,8 +62,12 @@ log = logging.getLogger(__name__)
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm|mbox)\s*\{([^{}]*)\}")
-_MC_GOLD = re.compile(r"^\(?([A-Ea-e])\)?$")
-_MC_PRED = re.compile(r"^\(?([A-Ea-e])\)?(?:$|[\s.:)])")
+_MC_MARKED = re.compile(r"^(?:\(([A-Ea-e])\)|([A-E]))$")  # (C), (c), C: a choice by its form alone
+_MC_LETTER = re.compile(r"^\(?([A-Ea-e])\)?\.?$")  # any letter form: C, c, (C), C), C., (C).
+_MC_LABEL = re.compile(r"^\(?([A-Ea-e])(?:\)|[.:](?=\s))\s*([\w\\$-].*)$")  # C) 12, (C) Plane, C: 12
+# another label in the option text, (D) or D) (not f(D): a function's argument)
+_MC_OTHER = re.compile(r"(?<![\w\\])\(([A-E])\)|(?<![\w\\(])([A-E])\)")
+_LIST_END = (",", ";")  # a trailing list separator is part of the answer
 
 
 class JudgeItem(BaseModel):
@@ -66,6 +80,10 @@ class JudgeItem(BaseModel):
     response: str
     expected_answer: str
     question: str = Field(default="", description="the problem, for judges that read it (LLMJudge)")
+    multiple_choice: bool = Field(
+        default=False,
+        description="the expected answer is a choice letter in any form (a bare lowercase 'e' included)",
+    )
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -112,11 +130,30 @@ def _unwrap(text: str) -> str:
     return text.strip().strip("$").strip()
 
 
-def choice_letter(answer: str, *, gold: bool) -> str | None:
-    """The multiple-choice letter an answer names (``C``, ``(C)``, ``\\text{C}``, ``C) 12`` for predictions)."""
+def choice_letter(answer: str, *, gold: bool, declared: bool = False) -> str | None:
+    """The multiple-choice letter an answer names, or None.
+
+    ``gold=True``: the expected answer is a choice when marked as one (``(C)``, ``\\text{(C)}``, ``(c)``,
+    a bare capital ``C``/``\\text{C}``) or, with ``declared``, in any letter form (``c``, ``e``).
+    ``gold=False``: a prediction names a letter alone (``C``, ``(C)``, ``C.``) or as the label of the
+    option's text (``C) 12``, ``(C) Plane``, ``C: 12``), and names no second label (``(C) or (D)``).
+    """
     text = _unwrap(answer)
-    match = (_MC_GOLD if gold else _MC_PRED).match(text)
-    return match.group(1).upper() if match else None
+    if gold:
+        match = (_MC_LETTER if declared else _MC_MARKED).match(text)
+        if match is None:
+            return None
+        return next(g for g in match.groups() if g).upper()
+    match = _MC_LETTER.match(text)
+    if match is not None:
+        return match.group(1).upper()
+    label = _MC_LABEL.match(text)
+    if label is None:
+        return None
+    letter = label.group(1).upper()
+    if any(a + b != letter for a, b in _MC_OTHER.findall(label.group(2))):
+        return None  # a hedge between choices names none of them
+    return letter
 
 
 def _normalise(text: str) -> str:
@@ -208,20 +245,35 @@ def _parse(answer: str, timeout: int | None) -> list[Any]:
     return parsed
 
 
-def compare_answers(extracted: str, expected: str, *, timeout: int | None = 5) -> CompareStatus:
+def _decided_without_math(extracted: str, expected: str, multiple_choice: bool) -> CompareStatus | None:
+    """The verdict where no math-verify is needed (choice letters, equal text, a list separator on one
+    side only); None where math-verify must compare."""
+    gold_letter = choice_letter(expected, gold=True, declared=multiple_choice)
+    if gold_letter is not None:
+        return "correct" if choice_letter(extracted, gold=False) == gold_letter else "wrong"
+    pred, gold = _normalise(extracted), _normalise(expected)
+    if pred == gold:
+        return "correct"
+    if (pred[-1:] in _LIST_END) != (gold[-1:] in _LIST_END):
+        return "wrong"  # "3" vs "3,": math-verify drops the separator, which never makes an answer right
+    return None
+
+
+def compare_answers(
+    extracted: str, expected: str, *, timeout: int | None = 5, multiple_choice: bool = False
+) -> CompareStatus:
     """Compare an extracted answer with the expected one.
 
     ``timeout`` (whole seconds) is math-verify's signal-based timeout: only pass it in a main thread;
-    pass None elsewhere and bound the call from outside (as ``MathJudge`` does).
+    pass None elsewhere and bound the call from outside (as ``MathJudge`` does). ``multiple_choice``
+    declares the expected answer a choice letter in any form (see the module's docstring).
     """
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
-    gold_letter = choice_letter(expected, gold=True)
-    if gold_letter is not None:
-        return "correct" if choice_letter(extracted, gold=False) == gold_letter else "wrong"
-    if _normalise(extracted) == _normalise(expected):
-        return "correct"
+    decided = _decided_without_math(extracted, expected, multiple_choice)
+    if decided is not None:
+        return decided
     deepest = max(nesting_depth(extracted), nesting_depth(expected))
     if deepest > MAX_NESTING:  # decided before math-verify: the same verdict on every call
         log.warning("answer nested %d deep (over %d): not compared", deepest, MAX_NESTING)
@@ -254,6 +306,7 @@ def judge_response(
     unique_id: str = "-",
     sample_index: int = 0,
     timeout_s: float = 5.0,
+    multiple_choice: bool = False,
 ) -> Verdict:
     """Judge one response in this process (math-verify's timeout applies only in the main thread)."""
     extracted = extract_answer(response)
@@ -262,7 +315,9 @@ def judge_response(
     else:
         timeout = max(1, math.ceil(timeout_s)) if _signals_usable() else None
         try:
-            status = compare_answers(extracted, expected_answer, timeout=timeout)
+            status = compare_answers(
+                extracted, expected_answer, timeout=timeout, multiple_choice=multiple_choice
+            )
         except Exception:
             log.exception("judging %s/%d failed", unique_id, sample_index)
             status = "error"
@@ -291,9 +346,11 @@ def _worker_loop(soft_timeout: int) -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:
-        idx, extracted, expected = json.loads(line)
+        idx, extracted, expected, multiple_choice = json.loads(line)
         try:
-            status: CompareStatus = compare_answers(extracted, expected, timeout=soft_timeout)
+            status: CompareStatus = compare_answers(
+                extracted, expected, timeout=soft_timeout, multiple_choice=multiple_choice
+            )
         except BaseException:  # report and keep serving
             status = "error"
         sys.stdout.write(json.dumps([idx, status]) + "\n")
@@ -446,12 +503,10 @@ class MathJudge:
         for i, (item, answer) in enumerate(zip(batch, extracted, strict=True)):
             if answer is None:
                 statuses[i] = "no_answer"
-            elif choice_letter(item.expected_answer, gold=True) is not None or _normalise(
-                answer
-            ) == _normalise(
-                item.expected_answer
-            ):  # letters and textually equal answers need no math-verify (and no worker round trip)
-                statuses[i] = compare_answers(answer, item.expected_answer, timeout=None)
+            elif (
+                decided := _decided_without_math(answer, item.expected_answer, item.multiple_choice)
+            ) is not None:  # letters and textually equal answers need no math-verify (no worker round trip)
+                statuses[i] = decided
             else:
                 with self._lock:
                     statuses[i] = self._failed.get((answer, item.expected_answer))
@@ -465,7 +520,10 @@ class MathJudge:
                         statuses[i] = "timeout"
                     else:
                         v = judge_response(
-                            batch[i].response, batch[i].expected_answer, timeout_s=self.timeout_s
+                            batch[i].response,
+                            batch[i].expected_answer,
+                            timeout_s=self.timeout_s,
+                            multiple_choice=batch[i].multiple_choice,
                         )
                         statuses[i] = v.status
                         with self._lock:
@@ -610,7 +668,10 @@ class MathJudge:
             try:
                 assert worker.process.stdin is not None
                 worker.process.stdin.write(
-                    json.dumps([i, job.extracted[i], job.batch[i].expected_answer]) + "\n"
+                    json.dumps(
+                        [i, job.extracted[i], job.batch[i].expected_answer, job.batch[i].multiple_choice]
+                    )
+                    + "\n"
                 )
                 worker.process.stdin.flush()
             except OSError:  # a dead worker: replace it, the item goes back first in line

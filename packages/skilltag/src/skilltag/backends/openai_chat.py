@@ -2,16 +2,22 @@
 
 At each node the model sees the problem with a short solution summary and the list of child skills, and
 is asked to choose all that apply, as a JSON object ``{"skills": [...]}``. Where the server supports it
-the answer is constrained by a JSON schema whose items are the child names. Answers are parsed with
-``json`` (never evaluated); names that are not children are dropped and counted. Transport failures are
-retried with exponential backoff and jitter, spread round-robin over several endpoints, within the
-caller's deadline; requests run with bounded concurrency.
+the answer is constrained by a JSON schema whose items are the child names; a server that rejects
+``response_format`` (400 or 422 naming it) gets the next weaker mode (schema -> JSON object -> none) for
+the rest of the backend's life, one step per rejected mode however many requests were in flight.
+Answers are parsed with ``json`` (never evaluated), after any reasoning block; names that are not
+children are dropped and counted. An answer holding no JSON is asked again (``parse_retries`` times, each
+retry with the next seed, so a seeded server does not repeat the same answer); a node whose answers never
+parse gets no children (counted as ``unanswered_nodes``, with a warning), so the problem may end up with
+fewer chains or none. Transport failures are retried with exponential backoff and jitter, spread
+round-robin over several endpoints, within the caller's deadline; requests run with bounded concurrency.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 import re
 import threading
@@ -27,7 +33,11 @@ from skillcore import SkillTree
 
 from skilltag.engine import BackendUnavailable, Choice, DeadlineExceeded, NodeQuery
 
+log = logging.getLogger(__name__)
+
 Structured = Literal["json_schema", "json_object", "none"]
+_WEAKER: dict[Structured, Structured] = {"json_schema": "json_object", "json_object": "none"}
+_STRUCTURED_WORDS = ("response_format", "json_schema", "json_object")  # a rejection of structured output
 PROMPT_VERSION = "v1"
 
 SYSTEM_PROMPT = (
@@ -46,6 +56,7 @@ Skills:
 Answer with a JSON object {{"skills": [...]}} listing the exact names of the chosen skills."""
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+_DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
 
 
@@ -62,7 +73,7 @@ class OpenAIConfig:
     request_timeout: float = 120.0
     backoff_base: float = 0.5
     backoff_max: float = 8.0
-    parse_retries: int = 1  # ask again when an answer holds no JSON at all
+    parse_retries: int = 1  # ask again (with the next seed) when an answer holds no JSON at all
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"enable_thinking": False})
     seed: int | None = 0
 
@@ -93,19 +104,12 @@ class ParsedChoice:
 
 
 def parse_choice(text: str, names: Sequence[str]) -> ParsedChoice:
-    """Read the chosen names from a model answer (JSON object or list, possibly fenced or after a
-    reasoning block); keep names that match a child exactly or up to case and spacing."""
-    body = _FENCE.sub("", _THINK.sub("", text or "")).strip()
-    value: Any = None
-    for candidate in (body, _between(body, "{", "}"), _between(body, "[", "]")):
-        if not candidate:
-            continue
-        try:
-            value = json.loads(candidate)
-            break
-        except ValueError:
-            continue
-    else:
+    """Read the chosen names from a model answer (JSON object or list, possibly fenced, amid prose, or
+    after a reasoning block); keep names that match a child exactly or up to case and spacing."""
+    text = (text or "").rsplit("</think>", 1)[-1]  # the answer follows the reasoning (opened or not)
+    body = _FENCE.sub("", _THINK.sub("", text)).strip()  # an unclosed <think>: cut off, no answer
+    value = _first_json(body)
+    if value is None:
         return ParsedChoice([], [], parsed=False)
     if isinstance(value, dict):
         items = value.get("skills")
@@ -135,9 +139,33 @@ def parse_choice(text: str, names: Sequence[str]) -> ParsedChoice:
     return ParsedChoice(chosen, invalid, parsed=True)
 
 
-def _between(text: str, left: str, right: str) -> str:
-    start, end = text.find(left), text.rfind(right)
-    return text[start : end + 1] if 0 <= start < end else ""
+def _describe(exc: openai.APIStatusError, *, whole_body: bool = False) -> str:
+    """The error's message and, where that carries no message of the server's (or ``whole_body``), the
+    body the server sent."""
+    text = str(exc)
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    if body is not None and (whole_body or not (isinstance(message, str) and message in text)):
+        text += f" (body: {str(body)[:300]})"
+    return text
+
+
+def _first_json(body: str) -> Any:
+    """The whole body as JSON, else the first JSON object in it, else the first JSON list; None if none."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        pass
+    for opener in "{[":
+        start = body.find(opener)
+        while start >= 0:
+            try:
+                value, _ = _DECODER.raw_decode(body, start)
+            except ValueError:
+                start = body.find(opener, start + 1)
+                continue
+            return value
+    return None
 
 
 class OpenAIBackend:
@@ -222,8 +250,10 @@ class OpenAIBackend:
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded("the deadline passed before the chat endpoint answered")
+            mode = self.structured
+            seed = None if self.cfg.seed is None else self.cfg.seed + parse_failures
             try:
-                text = self._complete(messages, names, deadline)
+                text = self._complete(messages, names, deadline, mode, seed)
             except (
                 openai.APIConnectionError,
                 openai.APITimeoutError,
@@ -239,12 +269,14 @@ class OpenAIBackend:
                 self._count("retries")
                 self._sleep(transport_failures, deadline)
                 continue
-            except openai.BadRequestError as exc:
-                if self._downgrade_structured(exc):
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                if self._downgrade_structured(exc, mode):
                     continue
-                raise BackendUnavailable(f"the chat endpoint rejected the request: {exc}") from exc
+                raise BackendUnavailable(f"the chat endpoint rejected the request: {_describe(exc)}") from exc
             except openai.APIStatusError as exc:
-                raise BackendUnavailable(f"the chat endpoint answered {exc.status_code}: {exc}") from exc
+                raise BackendUnavailable(
+                    f"the chat endpoint answered {exc.status_code}: {_describe(exc)}"
+                ) from exc
             parsed = parse_choice(text, names)
             if not parsed.parsed:
                 parse_failures += 1
@@ -252,7 +284,13 @@ class OpenAIBackend:
                 if parse_failures <= self.cfg.parse_retries:
                     self._count("retries")
                     continue
-                self._count("empty_choices")
+                self._count("unanswered_nodes")
+                log.warning(
+                    "no parseable answer for node %r after %d tries (last: %r): it gets no children",
+                    " -> ".join(node.path) or "(root)",
+                    parse_failures,
+                    text[:200],
+                )
                 return []
             if parsed.invalid:
                 self._count("invalid_names", len(parsed.invalid))
@@ -260,23 +298,30 @@ class OpenAIBackend:
                 self._count("empty_choices")
             return [Choice(node.children[names.index(n)].index, None) for n in parsed.names]
 
-    def _complete(self, messages: list[dict[str, str]], names: list[str], deadline: float | None) -> str:
+    def _complete(
+        self,
+        messages: list[dict[str, str]],
+        names: list[str],
+        deadline: float | None,
+        mode: Structured,
+        seed: int | None,
+    ) -> str:
         timeout = self.cfg.request_timeout
         if deadline is not None:
             timeout = max(0.05, min(timeout, deadline - time.monotonic()))
         kwargs: dict[str, Any] = {}
-        if self.structured == "json_schema":
+        if mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "skill_choice", "schema": response_schema(names), "strict": True},
             }
-        elif self.structured == "json_object":
+        elif mode == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
         extra_body: dict[str, Any] = {}
         if self.cfg.chat_template_kwargs:
             extra_body["chat_template_kwargs"] = self.cfg.chat_template_kwargs
-        if self.cfg.seed is not None:
-            kwargs["seed"] = self.cfg.seed
+        if seed is not None:
+            kwargs["seed"] = seed
         self._count("requests")
         resp = self._client().chat.completions.create(
             model=self.cfg.model,
@@ -291,13 +336,17 @@ class OpenAIBackend:
             return ""
         return resp.choices[0].message.content or ""
 
-    def _downgrade_structured(self, exc: openai.BadRequestError) -> bool:
-        """A server that rejects response_format gets the next weaker mode (schema -> object -> none)."""
-        if self.structured == "none" or "response_format" not in str(exc).lower():
+    def _downgrade_structured(self, exc: openai.APIStatusError, mode: Structured) -> bool:
+        """A server that rejected ``mode``'s response_format gets the next weaker mode (schema -> object ->
+        none); True when the request should be sent again. Requests in flight with the same mode that are
+        rejected too step down once, not once each."""
+        message = _describe(exc, whole_body=True).lower()  # a FastAPI 422 names the field only there
+        if mode == "none" or not any(word in message for word in _STRUCTURED_WORDS):
             return False
         with self._lock:
-            self.structured = "json_object" if self.structured == "json_schema" else "none"
-            self.counters["structured_fallbacks"] += 1
+            if self.structured == mode:  # not yet stepped down by another request's rejection
+                self.structured = _WEAKER[mode]
+                self.counters["structured_fallbacks"] += 1
         return True
 
     def _sleep(self, attempt: int, deadline: float | None) -> None:
