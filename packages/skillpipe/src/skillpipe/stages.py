@@ -332,7 +332,8 @@ def tag_quality(tagged_path: Path, data_result: StageResult) -> dict[str, Any]:
     }
     if "truth" in data_result.outputs:
         truth = {r["unique_id"]: r["chains"] for r in read_jsonl(data_result.path("truth"))}
-        quality = leaf_prf([truth.get(r["unique_id"], []) for r in rows], [r["chains"] for r in rows])
+        scored = [r for r in rows if r["unique_id"] in truth]  # a problem without ground truth is not scored
+        quality = leaf_prf([truth[r["unique_id"]] for r in scored], [r["chains"] for r in scored])
         stats.update({f"leaf_{k}": round(v, 4) for k, v in quality.items() if k != "exact_set"})
     return stats
 
