@@ -793,6 +793,8 @@ class LLMJudge:
                 messages=[{"role": "user", "content": prompt}],
                 temperature=0.0,
                 max_tokens=8,
+                # a one-word verdict: a thinking model (Qwen3) would spend the 8 tokens inside <think>
+                extra_body={"chat_template_kwargs": {"enable_thinking": False}},
             )
         except Exception:
             log.exception("LLM judge request failed for %s", item.unique_id)
