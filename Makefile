@@ -70,5 +70,11 @@ gpu-install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e ".[dev]" $(addprefix -e ,$(filter-out packages/distill/,$(DISTS))) -e "packages/distill[gpu]"
 
+# The profiler's bento with the project's own distributions as wheels (infra/build_bento.py; the bento store
+# is BENTOML_HOME, default ~/bentoml). BENTO_ARGS=--containerize also builds the image (needs Docker).
+.PHONY: bento
+bento: $(STAMP)
+	$(PY) infra/build_bento.py $(BENTO_ARGS)
+
 clean:
 	rm -rf $(VENV) mlruns mlflow.db .pytest_cache
