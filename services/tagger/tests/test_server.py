@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from skillcore import SkillTree
@@ -17,7 +20,7 @@ from skilltag.testing import free_port, small_problems
 from skilltagger._generated import tagging_pb2 as pb
 from skilltagger._generated import tagging_pb2_grpc as pb_grpc
 from skilltagger.client import TaggerClient, parse_address
-from skilltagger.server import ServerLimits
+from skilltagger.server import ServerLimits, TaggerServer
 from skilltagger.testing import running_server
 
 
@@ -69,6 +72,11 @@ def test_health_and_reflection(server_address: str) -> None:
     for service in ("", "skilldistill.tagging.v1.SkillTagger"):
         status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
+    listed = health.List(health_pb2.HealthListRequest(), timeout=5).statuses
+    assert {k: v.status for k, v in listed.items()} == {
+        "": health_pb2.HealthCheckResponse.SERVING,
+        "skilldistill.tagging.v1.SkillTagger": health_pb2.HealthCheckResponse.SERVING,
+    }
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
     answers = list(
         refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
@@ -81,6 +89,111 @@ def test_health_and_reflection(server_address: str) -> None:
     answer = next(iter(refl.ServerReflectionInfo(iter([file_req]), timeout=5)))
     assert answer.file_descriptor_response.file_descriptor_proto
     channel.close()
+
+
+def test_every_method_reflection_advertises_is_implemented(server_address: str) -> None:
+    """What a grpcurl-style client sees: every service reflection lists, and every method of it (from the
+    descriptors reflection serves), answers something other than UNIMPLEMENTED to an empty request."""
+    channel = grpc.insecure_channel(parse_address(server_address))
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    def ask(request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+        return next(iter(refl.ServerReflectionInfo(iter([request]), timeout=5)))
+
+    services = [
+        s.name
+        for s in ask(reflection_pb2.ServerReflectionRequest(list_services="")).list_services_response.service
+    ]
+    assert len(services) == 3, services  # SkillTagger, Health, ServerReflection
+    checked = []
+    for service in services:
+        answer = ask(reflection_pb2.ServerReflectionRequest(file_containing_symbol=service))
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in answer.file_descriptor_response.file_descriptor_proto
+        ]
+        package, short = service.rsplit(".", 1)
+        (desc,) = [s for f in files if f.package == package for s in f.service if s.name == short]
+        for method in desc.method:
+            path = f"/{service}/{method.name}"
+            if method.client_streaming:
+                call = channel.stream_stream(path) if method.server_streaming else channel.stream_unary(path)
+                request: object = iter([b""])
+            else:
+                call = channel.unary_stream(path) if method.server_streaming else channel.unary_unary(path)
+                request = b""
+            try:
+                reply = call(request, timeout=5)
+                if method.server_streaming:
+                    next(iter(reply), None)  # the first message (Watch answers at once), or the end
+                    reply.cancel()
+            except grpc.RpcError as exc:
+                assert exc.code() != grpc.StatusCode.UNIMPLEMENTED, f"{path}: {exc.details()}"
+            checked.append(path)
+    assert "/grpc.health.v1.Health/List" in checked and len(checked) >= 7
+    channel.close()
+
+
+def test_health_answers_while_every_tagging_worker_is_busy(engine: TaggingEngine) -> None:
+    """A liveness probe (a fresh connection, a 1-second deadline) gets SERVING while all tagging workers
+    run uncached calls and more wait for one; the server's own gauge shows the calls in flight before and
+    after the probe. A fully cached call is answered meanwhile too, without a tagging worker."""
+    workers, calls = 2, 4
+    server = TaggerServer(engine, host="127.0.0.1", port=free_port(), workers=workers).start()
+    rows = small_problems(128, prefix="busy-")
+    try:
+        with (
+            TaggerClient.from_address(server.address, batch_size=256, timeout=300) as client,
+            ThreadPoolExecutor(calls) as pool,
+        ):
+            client.tag(rows[:3])  # cached from here on
+            pending = [pool.submit(client.tag_batch, rows, skip_cache=True) for _ in range(calls)]
+            waited = time.monotonic() + 60
+            while not (server.load().active == workers and server.load().queued == calls - workers):
+                assert time.monotonic() < waited, f"the pool never filled: {server.load()}"
+                time.sleep(0.01)
+            probe = grpc.insecure_channel(parse_address(server.address))
+            status = health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            probe.close()
+            answered_on_loop = server.service.answered_from_cache
+            cached = client.tag_batch(rows[:3], timeout=5)
+            after = server.load()
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                all(r.from_cache for r in cached)
+                and server.service.answered_from_cache == answered_on_loop + 1
+            )
+            assert after.active == workers and after.completed < calls, after  # still saturated
+            assert not all(p.done() for p in pending)
+            results = [p.result(timeout=300) for p in pending]
+        assert all(len(r) == len(rows) and not any(x.from_cache for x in r) for r in results)
+        assert server.load().active == 0 and server.load().queued == 0
+    finally:
+        server.stop(grace=1.0).wait()
+
+
+def test_a_queued_call_whose_deadline_passes_never_runs(engine: TaggingEngine) -> None:
+    workers = 1
+    server = TaggerServer(engine, host="127.0.0.1", port=free_port(), workers=workers).start()
+    rows = small_problems(64, prefix="queued-")
+    try:
+        with (
+            TaggerClient.from_address(server.address, batch_size=256, timeout=300) as client,
+            ThreadPoolExecutor(2) as pool,
+        ):
+            busy = [pool.submit(client.tag_batch, rows, skip_cache=True) for _ in range(2)]
+            while server.load().active < workers:
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as info:
+                client.tag_batch(rows[:1], skip_cache=True, timeout=0.05)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            for b in busy:
+                b.result(timeout=300)
+        time.sleep(0.2)
+        load = server.load()
+        assert load.queued == 0 and load.active == 0 and load.completed == 2, load  # the third never ran
+    finally:
+        server.stop(grace=1.0).wait()
 
 
 LIMITS = ServerLimits()
