@@ -7,14 +7,9 @@ of bad output, dropping of names that are not children, retries and failover."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +23,15 @@ from skilltag.backends.openai_chat import (
     response_schema,
 )
 from skilltag.engine import BackendUnavailable, DeadlineExceeded, TaggingEngine
-from skilltag.testing import free_port, small_problems
+from skilltag.testing import (
+    Reply,
+    ScriptedModel,
+    completion,
+    error,
+    free_port,
+    read_request,
+    small_problems,
+)
 
 NAMES = ["Algebra", "Geometry", "Number theory"]
 
@@ -100,117 +103,6 @@ def test_openai_backend_against_transformers_serve(tiny_student_dir: Path, tree:
     # the tiny student is no tagger: its answers were unparseable, named non-children, or chose nothing
     assert c["unparsed_answers"] + c["invalid_names"] + c["empty_choices"] >= 1
     print(dict(c))
-
-
-# ------------------------------------------------------------------------------------------------
-# A scripted OpenAI-compatible server on loopback: a real HTTP server in a thread that plays the external
-# model. It answers /v1/chat/completions from a script (a function of the request), so the backend's
-# happy path, downgrades, retries and give-ups are exercised over real HTTP with answers a real tagger
-# would give.
-
-Reply = Callable[[dict[str, Any]], "tuple[int, dict[str, Any]]"]
-
-
-def completion(content: str) -> tuple[int, dict[str, Any]]:
-    return 200, {
-        "id": "chatcmpl-scripted",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "scripted",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-
-
-def error(status: int, message: str) -> tuple[int, dict[str, Any]]:
-    return status, {"error": {"message": message, "type": "invalid_request_error", "code": status}}
-
-
-@dataclass
-class Asked:
-    """What one request asked: the problem's question, the node's path and the listed skills."""
-
-    question: str
-    path: tuple[str, ...]
-    skills: list[str]
-    body: dict[str, Any]
-
-    @property
-    def mode(self) -> str:
-        return str(self.body.get("response_format", {}).get("type", "none"))
-
-
-def read_request(body: dict[str, Any]) -> Asked:
-    user = body["messages"][-1]["content"]
-    problem = user.split("Problem (with a summary of its solution):\n", 1)[1].split("\n\n", 1)[0]
-    question = problem.split("\nSolution: ", 1)[0]
-    context = re.search(r"known to need skills in: (.+?)\.\n", user)
-    path = tuple(context.group(1).split(" -> ")) if context else ()
-    listed = user.split("\nSkills:\n", 1)[1].split("\n\n", 1)[0]
-    skills = [line[2:].split(": ", 1)[0] for line in listed.splitlines()]
-    return Asked(question, path, skills, body)
-
-
-class ScriptedModel:
-    """``with ScriptedModel(reply) as url:`` serves ``reply(request body) -> (status, JSON)`` at ``url``."""
-
-    def __init__(self, reply: Reply, *, delay_s: float = 0.0) -> None:
-        self.reply = reply
-        self.delay_s = delay_s
-        self.asked: list[Asked] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
-
-    def __enter__(self) -> str:
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path != "/v1/chat/completions":
-                    self._send(*error(404, f"no route {self.path}"))
-                    return
-                with model.lock:
-                    model.asked.append(read_request(body))
-                    model.in_flight += 1
-                    model.max_in_flight = max(model.max_in_flight, model.in_flight)
-                try:
-                    time.sleep(model.delay_s)
-                    status, payload = model.reply(body)
-                finally:
-                    with model.lock:
-                        model.in_flight -= 1
-                self._send(status, payload)
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.server is not None and self.thread is not None
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 def tagger(script: dict[str, dict[tuple[str, ...], str]]) -> Reply:

@@ -71,6 +71,22 @@ class StudentSection(_Section):
     )
 
 
+class CascadeSection(_Section):
+    """Cascade tagging (``skilltag.cascade``): the LLM tags ``seed_size`` problems, their tags (less the
+    ``holdout`` slice that measures agreement) teach the embedding tagger, which tags the rest; problems
+    whose cheap confidence is below ``threshold`` go back to the LLM."""
+
+    seed_size: int = Field(default=2_000, ge=1, description="problems the LLM tags first")
+    holdout: int = Field(default=200, ge=0, description="of the seed: kept out of the exemplars")
+    threshold: float = Field(default=0.65, description="cheap confidence below this: back to the LLM")
+
+    @model_validator(mode="after")
+    def _holdout_below_seed(self) -> CascadeSection:
+        if self.holdout >= self.seed_size:
+            raise ValueError(f"holdout ({self.holdout}) must be below seed_size ({self.seed_size})")
+        return self
+
+
 class TagSection(_Section):
     tagger: str = Field(default="in-process", description="'in-process' or grpc://host:port")
     backend: Literal["embedding", "openai"] = "embedding"
@@ -79,6 +95,17 @@ class TagSection(_Section):
     batch_size: int = Field(default=256, ge=1)
     openai_urls: list[str] = Field(default_factory=list)
     openai_model: str = ""
+    cascade: CascadeSection | None = Field(
+        default=None, description="openai backend: cascade to the embedding tagger (None: LLM only)"
+    )
+
+    @model_validator(mode="after")
+    def _cascade_needs_the_llm(self) -> TagSection:
+        if self.cascade is not None and (self.backend != "openai" or self.tagger != "in-process"):
+            raise ValueError(
+                "tag.cascade needs tag.backend=openai (the LLM tags the seed) and the in-process tagger"
+            )
+        return self
 
 
 class EngineSection(_Section):

@@ -271,7 +271,9 @@ class InProcessTagger:
 
 def tag(st: Stages, cfg: TagSection, data_result: StageResult, tagger: BatchTagger) -> StageResult:
     """Attribute every pool problem to skill chains (resumable: finished rows are kept)."""
-    config = {"tagger": tagger.identity, "limit": cfg.limit}
+    config: dict[str, Any] = {"tagger": tagger.identity, "limit": cfg.limit}
+    if cfg.cascade is not None:  # only then: the keys of LLM-only and embedding runs stay as they were
+        config["cascade"] = {**cfg.cascade.model_dump(), "sample_seed": st.seed}
     inputs = {"pool": data_result.digest("pool"), "tree": data_result.digest("tree")}
 
     def run(out: Path, key: str) -> StageOutput:
@@ -286,34 +288,76 @@ def tag(st: Stages, cfg: TagSection, data_result: StageResult, tagger: BatchTagg
             "n_problems": len(rows),
             "tree_hash": inputs["tree"][:16],
         }
+        outputs = {"tagged": "tagged.jsonl"}
+        figures: dict[str, Any] = {}
         with _stage_run("tag", key, params=params):
-            with JsonlAppender(path) as sink:
-                todo = [r for r in rows if r.unique_id not in sink.done_ids]
-                with (
-                    tagger as tag_batch,
-                    tqdm(
-                        total=len(rows), initial=len(rows) - len(todo), desc="tagging", unit="problem"
-                    ) as bar,
-                ):
-                    for start in range(0, len(todo), cfg.batch_size):
-                        batch = todo[start : start + cfg.batch_size]
-                        for problem, chains in zip(batch, tag_batch(batch), strict=True):
-                            sink.write({**problem.model_dump(), "chains": chains})
-                        sink.flush()
-                        bar.update(len(batch))
+            if cfg.cascade is not None:  # the whole pool at once: a rerun re-asks only what the cache lacks
+                figures = tag_cascade(out, rows, cfg, tagger, st.seed)
+                outputs.update(cascade="cascade.json", exemplars="exemplars.jsonl")
+            else:
+                with JsonlAppender(path) as sink:
+                    todo = [r for r in rows if r.unique_id not in sink.done_ids]
+                    with (
+                        tagger as tag_batch,
+                        tqdm(
+                            total=len(rows), initial=len(rows) - len(todo), desc="tagging", unit="problem"
+                        ) as bar,
+                    ):
+                        for start in range(0, len(todo), cfg.batch_size):
+                            batch = todo[start : start + cfg.batch_size]
+                            for problem, chains in zip(batch, tag_batch(batch), strict=True):
+                                sink.write({**problem.model_dump(), "chains": chains})
+                            sink.flush()
+                            bar.update(len(batch))
             stats = tag_quality(path, data_result)
             import mlflow
 
             mlflow.log_metrics({k: v for k, v in stats.items() if isinstance(v, int | float)})
             log_json(stats, "tag/stats.json")
             log_dataset(path, name="tagged-pool", context="tagged")
-        return StageOutput(
-            {"tagged": "tagged.jsonl"}, {k: v for k, v in stats.items() if not isinstance(v, dict)}
-        )
+        info = {k: v for k, v in stats.items() if not isinstance(v, dict)}
+        return StageOutput(outputs, {**info, **figures})
 
     result = st.cache.run("tag", config, inputs, run)
     st.record("tag", result)
     return result
+
+
+def tag_cascade(
+    out: Path, rows: Sequence[Any], cfg: TagSection, tagger: BatchTagger, seed: int
+) -> dict[str, Any]:
+    """``tag.cascade``: the LLM (``tag.backend=openai``) tags a seed sample, its tags become the embedding
+    tagger's exemplars (``exemplars.jsonl``), the embedding tagger tags the rest and its unsure problems go
+    back to the LLM (``skilltag.cascade``). Writes ``tagged.jsonl`` and ``cascade.json`` (LLM calls,
+    agreement per leaf, fallbacks) in ``out``; logs the report; returns its headline figures."""
+    from skillcore.tracking import log_json
+    from skilltag.cascade import CascadeConfig, embedding_from, run_cascade, summary, write_result
+    from skilltag.factory import build_engine
+
+    if cfg.cascade is None or not isinstance(tagger, InProcessTagger):
+        raise PipelineInputError("tag.cascade runs the in-process tagger with tag.backend=openai")
+    config = CascadeConfig(
+        seed_size=cfg.cascade.seed_size,
+        holdout=cfg.cascade.holdout,
+        threshold=cfg.cascade.threshold,
+        per_leaf=cfg.per_leaf,
+        sample_seed=seed,
+        batch_size=cfg.batch_size,
+    )
+    llm = build_engine(tagger.settings)
+    try:
+        result = run_cascade(rows, llm, embedding_from(tagger.settings), config, out / "exemplars.jsonl")
+    finally:
+        getattr(llm.backend, "close", lambda: None)()
+        if llm.cache is not None:
+            llm.cache.close()
+    write_result(result, out / "tagged.jsonl", out / "cascade.json")
+    log_json(result.report, "tag/cascade.json")
+    figures = {f"cascade_{k}": v for k, v in summary(result.report).items() if v is not None}
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in figures.items()})
+    return figures
 
 
 def tag_quality(tagged_path: Path, data_result: StageResult) -> dict[str, Any]:

@@ -250,7 +250,9 @@ def serve(
     backend: BackendOpt = "embedding",
     host: Annotated[str, typer.Option(help="bind address (loopback unless told otherwise)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 50051,
-    workers: Annotated[int, typer.Option(min=1, help="server threads")] = 8,
+    workers: Annotated[
+        int, typer.Option(min=1, help="tagging threads (health and reflection are answered apart from them)")
+    ] = 8,
     cache: Annotated[str | None, typer.Option(help="SQLite tag cache path (none: no cache)")] = None,
     exemplars: ExemplarsOpt = None,
     openai_url: UrlOpt = None,
@@ -284,6 +286,118 @@ def serve(
     )
     server.wait()
     typer.echo("skilltagger stopped", err=True)
+
+
+@app.command()
+def cascade(
+    tree: TreeOpt,
+    pool: Annotated[str, typer.Option(help="the pool: input JSONL or hf://owner/name[:split]")],
+    out: Annotated[Path, typer.Option(help="tagged JSONL (the format of `tag`; rewritten whole)")],
+    base_url: Annotated[
+        list[str],
+        typer.Option("--base-url", "--openai-url", help="the LLM's OpenAI-compatible base URL (repeatable)"),
+    ],
+    model: Annotated[str, typer.Option("--model", "--openai-model", help="the LLM's model name")],
+    seed_size: Annotated[
+        int, typer.Option(min=1, help="problems the LLM tags first (a seeded sample)")
+    ] = 2_000,
+    holdout: Annotated[
+        int, typer.Option(min=0, help="of the seed: kept out of the exemplars to measure agreement")
+    ] = 200,
+    threshold: Annotated[
+        float, typer.Option(help="cheap tagger's confidence below which a problem goes back to the LLM")
+    ] = 0.65,
+    per_leaf: Annotated[int, typer.Option(min=1, help="exemplars per leaf for the embedding tagger")] = 20,
+    sample_seed: Annotated[int, typer.Option(help="seeds the choice of the seed sample")] = 0,
+    tree_duplicates: TreeDuplicatesOpt = "error",
+    tree_raw_levels: TreeRawLevelsOpt = "instances",
+    report: Annotated[Path | None, typer.Option(help="JSON report (default: OUT.cascade.json)")] = None,
+    cache: Annotated[str | None, typer.Option(help="SQLite tag cache (default: OUT.cache.sqlite)")] = None,
+    mapping: Annotated[
+        str, typer.Option(help="field mapping preset: native, math, openmathreasoning")
+    ] = "native",
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    limit: Annotated[int | None, typer.Option(min=1, help="tag only the first N input rows")] = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log an MLflow run")] = True,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Cascade tagging: the LLM tags a seed sample of the pool, its tags become the embedding tagger's
+    exemplars, the embedding tagger tags the rest, and problems it is unsure of go back to the LLM.
+    Writes OUT, OUT.exemplars.jsonl (the exemplars) and the report (LLM calls, agreement, fallbacks)."""
+    from skilltag.cascade import CascadeConfig, embedding_from, run_cascade, summary, write_result
+    from skilltag.factory import EngineSettings, build_engine
+
+    try:
+        config = CascadeConfig(
+            seed_size=seed_size,
+            holdout=holdout,
+            threshold=threshold,
+            per_leaf=per_leaf,
+            sample_seed=sample_seed,
+            batch_size=batch_size,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--holdout") from exc
+    if not model:
+        raise typer.BadParameter("the LLM's model name is needed", param_hint="--model")
+    records: list[PoolProblem] = []
+    for i, raw in enumerate(iter_rows(pool)):
+        if limit is not None and i >= limit:
+            break
+        try:
+            records.append(map_record(raw, mapping, require_answer=False))
+        except (KeyError, ValueError) as exc:
+            raise typer.BadParameter(f"{pool} row {i + 1}: {exc}", param_hint="--pool") from exc
+    report_path = report or Path(str(out) + ".cascade.json")
+    with _tree_file(tree) as path, _tree_errors():
+        settings = EngineSettings(
+            tree=path,
+            tree_duplicates=tree_duplicates,
+            tree_raw_levels=tree_raw_levels,
+            backend="openai",
+            cache=cache or str(out) + ".cache.sqlite",
+            per_leaf=per_leaf,
+            openai_urls=base_url,
+            openai_model=model,
+            embedding_options={"threads": threads or None},
+        )
+        llm = build_engine(settings)
+        try:
+            result = run_cascade(
+                records, llm, embedding_from(settings), config, str(out) + ".exemplars.jsonl"
+            )
+        finally:
+            getattr(llm.backend, "close", lambda: None)()
+    write_result(result, out, report_path)
+    if mlflow:
+        from skillcore.tracking import tracking_store
+
+        typer.echo(tracking_store().describe(), err=True)
+        _log_cascade_mlflow(pool, out, report_path, result.report)
+    typer.echo(json.dumps(summary(result.report)))
+
+
+def _log_cascade_mlflow(source: str, output: Path, report_path: Path, report: dict[str, Any]) -> None:
+    import mlflow as mlf
+    from skillcore.tracking import log_dataset, stage_run
+
+    params = {"source": source, "output": str(output), "cascade": True, **report["config"]}
+    with stage_run("tag", params=params):
+        log_dataset(output, name=output.stem, context="tagged", artifact=True)
+        mlf.log_artifact(str(report_path))
+        per_100k = report["cost"]["per_100k"] or {}
+        agree = report["agreement"]
+        figures = {
+            "n_problems": report["problems"],
+            "fallbacks": report["fallbacks"],
+            "llm_problems": report["llm"]["problems"],
+            "llm_calls": report["llm"]["requests"],
+            "calls_per_problem": report["llm"]["calls_per_problem"],
+            "saved_calls_per_100k": per_100k.get("saved_calls"),
+            "agreement_f1": agree["f1"],
+            "agreement_f1_with_fallback": agree["with_fallback"]["f1"],
+        }
+        mlf.log_metrics({k: float(v) for k, v in figures.items() if v is not None})
 
 
 if __name__ == "__main__":
