@@ -63,13 +63,15 @@ def test_duplicate_texts_are_walked_once(tree: SkillTree) -> None:
 
 
 def test_max_paths_bounds_chains(tree: SkillTree) -> None:
-    loose = EmbeddingBackend(EmbeddingConfig(threshold=-1.0, max_children=10, threads=1))
-    results = TaggingEngine(tree, loose, max_paths=2).tag(small_problems(3))
+    loose_cfg = EmbeddingConfig(select="threshold", threshold=-1.0, max_children=10, threads=1)
+    results = TaggingEngine(tree, EmbeddingBackend(loose_cfg), max_paths=2).tag(small_problems(3))
     assert all(len(r.chains) == 2 for r in results)
-    everything = TaggingEngine(
-        tree, EmbeddingBackend(EmbeddingConfig(threshold=-1.0, max_children=10, threads=1)), max_paths=50
-    )
-    assert len(everything.tag(small_problems(1))[0].chains) == tree.n_leaves
+    everything = TaggingEngine(tree, EmbeddingBackend(loose_cfg), max_paths=50)
+    result = everything.tag(small_problems(1))[0]
+    assert len(result.chains) == tree.n_leaves
+    assert result.chains[0] == small_problems(1)[0]["metadata"]["gold_chain"]  # best first
+    assert result.scores is not None
+    assert [min(s) for s in result.scores] == sorted((min(s) for s in result.scores), reverse=True)
 
 
 def test_exemplars_shift_scores_and_change_the_config_hash(tree: SkillTree) -> None:

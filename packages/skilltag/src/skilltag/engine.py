@@ -2,8 +2,10 @@
 
 At each level every (problem, internal node) pair still open goes to the backend in one call, so a
 backend sees large batches (one embedding matrix product, or many concurrent chat requests). The backend
-picks the children that apply; the walk descends into each pick until it reaches leaves. Results are
-cached by (problem text hash, tree hash, backend configuration hash).
+picks the children that apply; the walk descends into each pick until it reaches leaves. A problem's
+chains come back best first (by ``path_rank``: the weakest node score on the path, then the mean; tree
+order among equals and for backends without scores). Results are cached by (problem text hash, tree
+hash, backend configuration hash).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class TaggingEngine:
     """Tag problems against one tree with one backend, optionally through a persistent cache.
 
     ``max_paths`` bounds the open paths (and so the chains) per problem; when a level would exceed it,
-    the highest-scoring paths are kept.
+    the highest-scoring paths are kept. Chains (and their scores) are returned best first.
     """
 
     def __init__(
@@ -300,7 +302,7 @@ class TaggingEngine:
             for p, paths in expanded.items():
                 room = self.max_paths - len(found[p])
                 if len(paths) > room:
-                    paths = sorted(paths, key=lambda item: _path_rank(item[1]), reverse=True)[: max(room, 0)]
+                    paths = sorted(paths, key=lambda item: _neg_rank(item[1]))[: max(room, 0)]
                 for child, path_scores in paths:
                     if tree.nodes[child].is_leaf:
                         found[p].append((child, path_scores))
@@ -308,7 +310,8 @@ class TaggingEngine:
                         frontier.append((p, child, path_scores))
         out: list[tuple[list[list[str]], list[list[float]] | None]] = []
         for leaves in found:
-            leaves.sort(key=lambda item: item[0])  # preorder: a stable, tree-ordered chain list
+            # best first (ties, and backends without scores: tree order)
+            leaves.sort(key=lambda item: (_neg_rank(item[1]), item[0]))
             chains = [list(tree.nodes[leaf].path) for leaf, _ in leaves]
             has_scores = bool(leaves) and all(s is not None for _, sc in leaves for s in sc)
             scores = [[float(s) for s in sc if s is not None] for _, sc in leaves] if has_scores else None
@@ -316,6 +319,14 @@ class TaggingEngine:
         return out
 
 
-def _path_rank(scores: tuple[float | None, ...]) -> float:
+def path_rank(scores: Sequence[float | None]) -> tuple[float, float]:
+    """How good a path is: its weakest score, then its mean score (higher is better; no scores: lowest)."""
     vals = [s for s in scores if s is not None]
-    return min(vals) if vals else -math.inf
+    if not vals:
+        return (-math.inf, -math.inf)
+    return (min(vals), sum(vals) / len(vals))
+
+
+def _neg_rank(scores: Sequence[float | None]) -> tuple[float, float]:
+    low, mean = path_rank(scores)
+    return (-low, -mean)

@@ -1,10 +1,19 @@
 """The offline default backend: sentence embeddings from the packaged all-MiniLM-L6-v2 model.
 
 A child's score for a problem is the cosine similarity between the problem (question + solution
-summary) and the child's "name: description". With exemplars (a few labelled problems per leaf), the
-score blends in the best similarity to a leaf centroid below the child, so internal nodes inherit the
-evidence of their leaves. At each node the children scoring above ``threshold`` or within ``margin`` of
-the best are kept (always the best one, at most ``max_children``).
+summary) and the child's text: by default its chain of names with its own and its ancestors'
+descriptions (``node_text``), blended (``subtree_weight``) with the best similarity to a leaf below it,
+so a category is judged by its most fitting skill rather than by its name alone. With exemplars (a few
+labelled problems per leaf), the score also blends in the best similarity to a leaf centroid below the
+child, and sentences vote for leaves (multi-skill problems).
+
+Choosing children (``select``). With exemplars (``threshold``): the children scoring above
+``threshold`` or within ``margin`` of the best are kept (always the best one, at most ``max_children``);
+tuned on the offline world. Without exemplars (``relative``): raw cosines are not comparable across
+trees and levels, so the scores are calibrated per level against the siblings (z-scores): the best child
+is kept, and the next ones while they stay within ``z_margin`` of the best, at least ``min_z`` above the
+siblings' mean and ``z_gap`` clear of the child after them (two subtrees that both stand out give two
+chains, a flat field gives one). Picks then carry their softmax share among the siblings.
 
 Problem and node similarities are computed once per walk as two matrix products; each level is then
 pure indexing.
@@ -13,6 +22,7 @@ pure indexing.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import threading
@@ -30,6 +40,8 @@ from skillcore import PoolProblem, SkillTree, TaggedProblem
 from skilltag.engine import SOLUTION_MARK, Choice, NodeQuery, ProblemInput, problem_text
 
 Aggregate = Literal["max", "mean"]
+NodeText = Literal["path", "node"]
+Select = Literal["auto", "threshold", "relative"]
 
 
 def packaged_model_path() -> Path:
@@ -54,9 +66,26 @@ def load_model(path: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
+    # How a node is described to the model: "path" (its ancestors' names and descriptions, then its own:
+    # "Geometry > Circles: chords, tangents... (Geometry: lengths, angles...)") or "node" (its own only).
+    node_text: NodeText = "path"
+    # How children are chosen. "threshold": an absolute score threshold (``threshold``, ``margin``),
+    # tuned on the offline world with exemplars. "relative": scores calibrated per level against the
+    # siblings (z-scores over the children of the queried node): the best child, then the next ones while
+    # each is within ``z_margin`` of the best, at least ``min_z`` and ``z_gap`` above the one after it.
+    # "auto": "threshold" with exemplars, "relative" without.
+    select: Select = "auto"
     # defaults tuned on the offline world (pool seed 0, 20 exemplars per leaf); see bench_tagger.py
     threshold: float = 0.85
     margin: float = 0.0
+    # "relative" defaults tuned on the dev split of skilltag.evalset (compmath); see bench_tagger.py
+    z_margin: float = 0.5
+    min_z: float = 1.0
+    z_gap: float = 1.0
+    temperature: float = 0.05  # softmax temperature of the shares reported in "relative"
+    # weight of the best leaf text below a child (zero-shot evidence from its subtree) against the child's
+    # own text, for a child without exemplars below it (0: own text only)
+    subtree_weight: float = 0.9
     max_children: int = 3
     exemplar_weight: float = 0.8  # weight of exemplar evidence against the node's own text
     aggregate: Aggregate = "max"  # how a child combines the leaf centroids below it
@@ -122,6 +151,54 @@ def question_part(text: str) -> str:
     return text.split(SOLUTION_MARK, 1)[0]
 
 
+def node_text(tree: SkillTree, index: int, mode: NodeText = "path") -> str:
+    """What the model reads for a node: its own "name: description", or, with ``mode="path"``, its chain
+    of names from depth 1 ("Geometry > Circles"), its description, then its ancestors' descriptions."""
+    node = tree.nodes[index]
+    own = f"{node.name}: {node.description}" if node.description else node.name
+    if mode == "node" or node.depth <= 1:
+        return own
+    ancestors = [tree.nodes[int(a)] for a in tree.ancestors(index)[:-1]]
+    head = " > ".join(node.path)
+    text = f"{head}: {node.description}" if node.description else head
+    context = "; ".join(f"{a.name}: {a.description}" for a in reversed(ancestors) if a.description)
+    return f"{text} ({context})" if context else text
+
+
+def sibling_shares(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax of sibling scores at ``temperature``: each child's share of the evidence at its level."""
+    shifted = (scores - scores.max()) / max(temperature, 1e-6)
+    probs = np.exp(shifted)
+    return np.asarray(probs / probs.sum(), dtype=np.float64)
+
+
+def pick_relative(
+    scores: np.ndarray, z_margin: float, min_z: float, z_gap: float, temperature: float
+) -> dict[int, float]:
+    """Children chosen by scores calibrated against their siblings (z-scores): the best always; then, in
+    score order, each next one while its z-score is within ``z_margin`` of the best's, at least ``min_z``,
+    and at least ``z_gap`` above the child ranked after it (it stands out from the rest, not just from
+    noise). Fewer than 3 siblings: the best only. Each pick carries its softmax share among the siblings
+    (temperature ``temperature``), comparable across levels and trees. Keys are in rank order."""
+    probs = sibling_shares(scores, temperature)
+    order = np.argsort(-scores, kind="stable")
+    best = int(order[0])
+    picked = {best: float(probs[best])}
+    if len(scores) < 3:
+        return picked  # too few siblings to calibrate against
+    spread = float(scores.std())
+    if spread <= 1e-9:
+        return picked
+    z = (scores - float(scores.mean())) / spread
+    for rank in range(1, len(order)):
+        j = int(order[rank])
+        gap = z[j] - z[int(order[rank + 1])] if rank + 1 < len(order) else math.inf
+        if z[j] < z[best] - z_margin or z[j] < min_z or gap < z_gap:
+            break  # the next ones are lower still
+        picked[j] = float(probs[j])
+    return picked
+
+
 @dataclass
 class _WalkState:
     text_sims: np.ndarray  # [problems, nodes]
@@ -142,6 +219,12 @@ class EmbeddingBackend:
             raise ValueError("exemplar_weight must lie in [0, 1]")
         if self.cfg.max_children < 1:
             raise ValueError("max_children must be at least 1")
+        if self.cfg.select not in ("auto", "threshold", "relative"):
+            raise ValueError(f"select must be 'auto', 'threshold' or 'relative', got {self.cfg.select!r}")
+        if self.cfg.node_text not in ("path", "node"):
+            raise ValueError(f"node_text must be 'path' or 'node', got {self.cfg.node_text!r}")
+        if not 0.0 <= self.cfg.subtree_weight <= 1.0:
+            raise ValueError("subtree_weight must lie in [0, 1]")
         self.exemplars = {tuple(k): list(v) for k, v in (exemplars or {}).items() if v}
         self.model = load_model(self.cfg.model_path)
         self._encode_lock = threading.Lock()
@@ -165,8 +248,14 @@ class EmbeddingBackend:
     def bind(self, tree: SkillTree) -> None:
         self.tree = tree
         nodes = tree.nodes
-        node_texts = [f"{n.name}: {n.description}" if n.description else n.name for n in nodes]
+        node_texts = [node_text(tree, n.index, self.cfg.node_text) for n in nodes]
         self.node_vecs = self.encode(node_texts, cache=True)  # [N, d], row 0 is the root
+        # for every node: the leaves strictly below it (zero-shot subtree evidence)
+        leaves_under: list[list[int]] = [[] for _ in nodes]
+        for leaf_node in tree.leaves():
+            for anc in tree.ancestors(leaf_node.index)[:-1]:
+                leaves_under[int(anc)].append(leaf_node.index)
+        self.subtree_leaves = [np.array(b, dtype=np.int64) for b in leaves_under]
         # leaf centroids from exemplars (rows of `centroids`, owned by leaf preorder indices)
         unknown = [" -> ".join(c) for c in self.exemplars if not tree.is_valid_chain(list(c))]
         if unknown:
@@ -230,10 +319,14 @@ class EmbeddingBackend:
         for j, child in enumerate(kids):
             own = float(state.text_sims[row, child])
             below = self.leaves_below[child]
-            if below.size:
+            under = self.subtree_leaves[child]
+            if below.size:  # exemplar evidence from the leaf centroids below
                 sims = state.leaf_sims[row, below]
                 ex = float(sims.max() if cfg.aggregate == "max" else sims.mean())
                 scores[j] = cfg.exemplar_weight * ex + (1.0 - cfg.exemplar_weight) * own
+            elif under.size and cfg.subtree_weight > 0:  # zero-shot: the best leaf text below
+                sub = float(state.text_sims[row, under].max())
+                scores[j] = cfg.subtree_weight * sub + (1.0 - cfg.subtree_weight) * own
             else:
                 scores[j] = own
         return scores
@@ -243,27 +336,38 @@ class EmbeddingBackend:
     ) -> list[list[Choice]]:
         assert self.tree is not None, "bind() first"
         cfg = self.cfg
+        relative = self.relative
         out: list[list[Choice]] = []
         for q in queries:
             kids = [c.index for c in self.tree.nodes[q.node].children]
             scores = self._scores(state, q.problem, kids)
-            order = np.argsort(-scores, kind="stable")
-            best = scores[order[0]]
-            picked = {
-                int(j): float(scores[j])
-                for rank, j in enumerate(order)
-                if rank == 0 or scores[j] >= cfg.threshold or scores[j] >= best - cfg.margin
-            }
+            if relative:
+                picked = pick_relative(scores, cfg.z_margin, cfg.min_z, cfg.z_gap, cfg.temperature)
+            else:
+                order = np.argsort(-scores, kind="stable")
+                best = scores[order[0]]
+                picked = {
+                    int(j): float(scores[j])
+                    for rank, j in enumerate(order)
+                    if rank == 0 or scores[j] >= cfg.threshold or scores[j] >= best - cfg.margin
+                }
             depth = self.tree.nodes[q.node].depth
             for leaf, vote in state.votes[q.problem].items():
                 path = self.tree.ancestors(leaf)  # depth 1 .. leaf
                 below = depth == 0 or (depth < len(path) and int(path[depth - 1]) == q.node)
                 if below:  # the vote passes through the child on the leaf's path
                     j = kids.index(int(path[depth]))
+                    if relative:  # a share, like the other picks (votes are cosine similarities)
+                        vote = float(sibling_shares(scores, cfg.temperature)[j])
                     picked[j] = max(picked.get(j, -1.0), vote)
             keep = sorted(picked, key=lambda j: -picked[j])[: cfg.max_children]
             out.append([Choice(kids[j], picked[j]) for j in keep])
         return out
+
+    @property
+    def relative(self) -> bool:
+        """Whether children are chosen by per-level calibrated scores (see ``EmbeddingConfig.select``)."""
+        return self.cfg.select == "relative" or (self.cfg.select == "auto" and not self.exemplars)
 
     # ------------------------------------------------------------------ helpers
     def encode(self, texts: Sequence[str], *, cache: bool = False) -> np.ndarray:
