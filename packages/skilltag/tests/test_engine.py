@@ -54,6 +54,22 @@ def test_cache_hits_persist_across_engines_and_miss_on_config_change(tree: Skill
     assert len(TagCache(path)) == 8 + 2
 
 
+def test_lookup_answers_only_fully_cached_batches_without_walking(tree: SkillTree, tmp_path: Path) -> None:
+    rows = small_problems(6)
+    engine = TaggingEngine(tree, EmbeddingBackend(FAST), TagCache(tmp_path / "c.sqlite"))
+    assert engine.lookup(rows[:3]) is None  # nothing cached yet
+    tagged = engine.tag(rows[:3])
+    calls = engine.stats.backend_calls
+    found = engine.lookup(list(reversed(rows[:3])))
+    assert found is not None and [r.id for r in found] == [r["unique_id"] for r in reversed(rows[:3])]
+    assert [r.chains for r in found] == [r.chains for r in reversed(tagged)] and all(
+        r.from_cache for r in found
+    )
+    assert engine.lookup(rows[:4]) is None  # one problem missing: no partial answer
+    assert engine.stats.backend_calls == calls  # a lookup never walks
+    assert TaggingEngine(tree, EmbeddingBackend(FAST)).lookup(rows[:1]) is None  # no cache
+
+
 def test_duplicate_texts_are_walked_once(tree: SkillTree) -> None:
     engine = TaggingEngine(tree, EmbeddingBackend(FAST))
     p = ProblemInput("a", "Compute gcd(12, 18).", "6")

@@ -197,6 +197,40 @@ class TaggingEngine:
         self._stats_lock = threading.Lock()
 
     # ------------------------------------------------------------------ public API
+    def lookup(self, problems: Sequence[ProblemInput | PoolProblem]) -> list[TagResult] | None:
+        """The results when every problem is in the tag cache (no walk: one indexed query), else None."""
+        if self.cache is None:
+            return None
+        items = [p if isinstance(p, ProblemInput) else ProblemInput.from_record(p) for p in problems]
+        keys = [self._cache_key(p) for p in items]
+        cached = self.cache.get_many(keys)
+        if any(key not in cached for key in keys):
+            return None
+        with self._stats_lock:
+            self.stats.problems += len(items)
+            self.stats.cache_hits += len(items)
+        return [
+            self._result(item, *cached[key], from_cache=True) for key, item in zip(keys, items, strict=True)
+        ]
+
+    def _result(
+        self,
+        item: ProblemInput,
+        chains: list[list[str]],
+        scores: list[list[float]] | None,
+        *,
+        from_cache: bool,
+    ) -> TagResult:
+        return TagResult(
+            id=item.id,
+            chains=chains,
+            scores=scores,
+            backend=self.backend.name,
+            backend_config_hash=self.backend_config_hash,
+            tree_hash=self.tree_hash,
+            from_cache=from_cache,
+        )
+
     def tag(
         self,
         problems: Sequence[ProblemInput | PoolProblem],
@@ -227,17 +261,7 @@ class TaggingEngine:
         for key, item in zip(keys, items, strict=True):
             from_cache = key in cached
             chains, scores = cached[key] if from_cache else fresh[key]
-            out.append(
-                TagResult(
-                    id=item.id,
-                    chains=chains,
-                    scores=scores,
-                    backend=self.backend.name,
-                    backend_config_hash=self.backend_config_hash,
-                    tree_hash=self.tree_hash,
-                    from_cache=from_cache,
-                )
-            )
+            out.append(self._result(item, chains, scores, from_cache=from_cache))
         with self._stats_lock:
             self.stats.problems += len(items)
             self.stats.cache_hits += sum(r.from_cache for r in out)

@@ -156,8 +156,6 @@ class SkillTaggerService:
         self.limits = limits
         self.pool = pool
         self.tree_json = engine.tree.to_json()
-        # the engine's cache key, to answer fully cached calls on the loop (see from_cache)
-        self._cache_key: Callable[[ProblemInput], str] | None = getattr(engine, "_cache_key", None)
         self.answered_from_cache = 0  # calls answered on the event loop, without the tagging pool
 
     # ------------------------------------------------------------------ validation
@@ -215,15 +213,11 @@ class SkillTaggerService:
         enough for the event loop for calls of up to ``LOOP_LOOKUP_MAX_PROBLEMS`` problems (larger ones
         are looked up on a tagging thread, so the loop never stalls on them); a small cached call so skips
         the hand-over to a tagging thread and back, and does not wait behind walks that occupy every
-        worker. Rows are never deleted, so the engine's own lookup then finds them too and does not walk.
+        worker.
         """
-        cache, key = self.engine.cache, self._cache_key
-        if cache is None or key is None or len(problems) > LOOP_LOOKUP_MAX_PROBLEMS:
+        if len(problems) > LOOP_LOOKUP_MAX_PROBLEMS:
             return None
-        keys = {key(p) for p in problems}
-        if len(cache.get_many(list(keys))) < len(keys):
-            return None
-        return self.engine.tag(problems)
+        return self.engine.lookup(problems)
 
     # ------------------------------------------------------------------ handlers (on the event loop)
     async def _tag(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> pb.TagProblemsResponse:
