@@ -213,3 +213,17 @@ def test_tag_needs_no_expected_answer_and_names_a_bad_row(tmp_path: Path, tree_f
     said = " ".join(bad.output.replace("│", " ").split())  # the error box's borders and wrapping out
     assert bad.exit_code == 2 and "row 4" in said and "question" in said
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
+
+
+def test_openai_concurrency_reaches_the_backend() -> None:
+    """`--openai-concurrency` sets how many chat requests one tagger keeps in flight (no request is sent
+    while building the engine)."""
+    from skilltagger.cli import _engine
+
+    engine = _engine("world", "openai", None, None, ["http://127.0.0.1:9/v1"], "m", concurrency=64)
+    try:
+        assert engine.backend.cfg.max_concurrency == 64 and engine.backend._pool._max_workers == 64
+    finally:
+        engine.backend.close()
+    result = CliRunner().invoke(app, ["serve", "--tree", "world", "--openai-concurrency", "0"])
+    assert result.exit_code == 2 and "openai-concurrency" in result.output

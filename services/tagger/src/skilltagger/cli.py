@@ -31,6 +31,14 @@ UrlOpt = Annotated[
     list[str] | None, typer.Option("--openai-url", help="OpenAI-compatible base URL (repeatable)")
 ]
 ModelOpt = Annotated[str, typer.Option("--openai-model", help="model name for the openai backend")]
+ConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--openai-concurrency",
+        min=1,
+        help="chat requests in flight per tagger process (openai backend; a 32B vLLM server wants 100+)",
+    ),
+]
 
 
 ThreadsOpt = Annotated[int, typer.Option(min=0, help="torch threads for the embedding model (0: default)")]
@@ -76,6 +84,7 @@ def _engine(
     threads: int = 0,
     tree_duplicates: str = "error",
     tree_raw_levels: str = "instances",
+    concurrency: int = 16,
 ) -> Any:
     """The tagging engine for the CLI's options (a tree file, or 'world'); tree errors exit 2."""
     from skilltag.factory import EngineSettings, build_engine
@@ -91,6 +100,7 @@ def _engine(
                 exemplars=exemplars,
                 openai_urls=urls or [],
                 openai_model=model,
+                openai_options={"max_concurrency": concurrency} if backend == "openai" else {},
                 embedding_options={"threads": threads or None} if backend == "embedding" else {},
             )
         )
@@ -111,6 +121,7 @@ def tag(
     exemplars: ExemplarsOpt = None,
     openai_url: UrlOpt = None,
     openai_model: ModelOpt = "",
+    openai_concurrency: ConcurrencyOpt = 16,
     server: Annotated[
         str | None, typer.Option(help="tag through a running service (grpc://host:port)")
     ] = None,
@@ -160,6 +171,7 @@ def tag(
             threads,
             tree_duplicates,
             tree_raw_levels,
+            openai_concurrency,
         )
         tree_obj = engine.tree
         tag_batch = engine.tag
@@ -257,6 +269,7 @@ def serve(
     exemplars: ExemplarsOpt = None,
     openai_url: UrlOpt = None,
     openai_model: ModelOpt = "",
+    openai_concurrency: ConcurrencyOpt = 16,
     max_problems: Annotated[int, typer.Option(min=1, help="most problems in one call")] = 256,
     grace: Annotated[float, typer.Option(help="seconds in-flight calls get to finish on SIGTERM")] = 10.0,
     threads: ThreadsOpt = 0,
@@ -265,7 +278,16 @@ def serve(
     from skilltagger.server import ServerLimits, TaggerServer
 
     engine = _engine(
-        tree, backend, cache, exemplars, openai_url, openai_model, threads, tree_duplicates, tree_raw_levels
+        tree,
+        backend,
+        cache,
+        exemplars,
+        openai_url,
+        openai_model,
+        threads,
+        tree_duplicates,
+        tree_raw_levels,
+        openai_concurrency,
     )
     server = TaggerServer(
         engine, host=host, port=port, workers=workers, limits=ServerLimits(max_problems_per_call=max_problems)
@@ -298,6 +320,7 @@ def cascade(
         typer.Option("--base-url", "--openai-url", help="the LLM's OpenAI-compatible base URL (repeatable)"),
     ],
     model: Annotated[str, typer.Option("--model", "--openai-model", help="the LLM's model name")],
+    openai_concurrency: ConcurrencyOpt = 16,
     seed_size: Annotated[
         int, typer.Option(min=1, help="problems the LLM tags first (a seeded sample)")
     ] = 2_000,
@@ -359,6 +382,7 @@ def cascade(
             per_leaf=per_leaf,
             openai_urls=base_url,
             openai_model=model,
+            openai_options={"max_concurrency": openai_concurrency},
             embedding_options={"threads": threads or None},
         )
         llm = build_engine(settings)
