@@ -28,7 +28,10 @@ RUN pip install --no-cache-dir -c /tmp/constraints.txt --extra-index-url https:/
 COPY infra/docker/grpc_health_check.py /opt/skilldistill/grpc_health_check.py
 RUN useradd --create-home --uid 1000 tagger && mkdir -p /cache /data && chown tagger:tagger /cache
 USER tagger
-ENV HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+ENV HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SKILLTAG_CACHE_DIR=/home/tagger/.cache/skilltag
+# the embedding backend's default encoder runs an int8 ONNX export of the packaged model: built here, once,
+# instead of on the first request of every container
+RUN python -c "from skilltag.encoders import ensure_export; ensure_export(precision='int8')"
 VOLUME /cache
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

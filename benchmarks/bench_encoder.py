@@ -1,0 +1,208 @@
+"""Encoder benchmark: the embedding backend tagging the offline world with the torch SentenceTransformer
+against ONNX Runtime encoders (``skilltag.encoders.OnnxEncoder``, fp32 and int8), side by side in one run,
+on an idle machine and with one competing CPU-bound process, with the leaf F1 of each.
+
+    .venv/bin/python benchmarks/bench_encoder.py                     # 1,000 problems x 2 rounds, ~6 min idle
+    .venv/bin/python benchmarks/bench_encoder.py --n 2000 --rounds 1 --loads idle --encoders torch:1,onnx-int8:1
+
+A plain script (no pytest tests: `make bench` collects nothing from it). Set-up as in bench_tagger.py:
+exemplars (20 per leaf) from a world pool of 1,000 problems (seed 1, single-chain problems), the evaluation
+problems from another pool (seed 2) minus the questions seen there; the backend's defaults. Each encoder
+gets a fresh backend (``backend.model = encoder`` before the engine binds it, so node and exemplar vectors
+come from that encoder too) and tags the evaluation set once, uncached, in batches of ``--batch``.
+
+Columns: ``problems/s`` wall-clock; ``per cpu-s`` problems per CPU-second of this process (what one
+thread would do on a free core; robust to other load when threads=1); ``encode`` the share of wall time
+spent in the encoder; ``others`` the cores other processes used just before each round's run (the
+competitor included), one figure a round; leaf P/R/F1 against the world's gold chains and the F1 change against the torch encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from skilltag.backends.embedding import EmbeddingBackend, EmbeddingConfig, exemplars_from_tagged
+from skilltag.encoders import OnnxEncoder, cache_root
+from skilltag.engine import TaggingEngine
+from skilltag.quality import leaf_prf
+from skillworld import generate_pool, world_tree
+
+from conftest import sample_conditions
+
+
+class TimedEncoder:
+    """Wraps an encoder and adds up the wall time spent in ``encode``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.encode(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.inner.get_embedding_dimension())
+
+
+@contextmanager
+def competitor(on: bool) -> Iterator[None]:
+    """One CPU-bound process spinning beside the benchmark while the block runs."""
+    if not on:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def make_encoder(kind: str, threads: int) -> Any | None:
+    if kind == "torch":
+        return None  # the backend's own SentenceTransformer (EmbeddingConfig.threads)
+    if kind == "onnx":
+        return OnnxEncoder(precision="fp32", threads=threads)
+    if kind == "onnx-int8":
+        return OnnxEncoder(precision="int8", threads=threads)
+    raise SystemExit(f"unknown encoder {kind!r} (torch, onnx, onnx-int8)")
+
+
+@dataclass
+class Arm:
+    """One encoder configuration: its bound engine and what its timed runs measured."""
+
+    kind: str
+    threads: int
+    engine: TaggingEngine
+    timed: TimedEncoder
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    chains: list[list[list[str]]] | None = None
+    same_tags: bool = True
+
+
+def make_arm(kind: str, threads: int, tree: Any, exemplars: dict[tuple[str, ...], list[str]]) -> Arm:
+    backend = EmbeddingBackend(EmbeddingConfig(threads=threads), exemplars=exemplars)
+    encoder = make_encoder(kind, threads)
+    if encoder is not None:
+        backend.model = encoder
+    timed = TimedEncoder(backend.model)
+    backend.model = timed
+    engine = TaggingEngine(tree, backend)  # binds: node and exemplar vectors from this encoder
+    engine.tag(generate_pool(32, seed=6))  # warm
+    return Arm(kind, threads, engine, timed)
+
+
+def time_arm(arm: Arm, load: str, evaluation: Sequence[Any], batch: int) -> None:
+    cond = sample_conditions()
+    arm.timed.seconds = 0.0
+    c0, t0 = time.process_time(), time.perf_counter()
+    results = list(arm.engine.tag_iter(evaluation, batch_size=batch, skip_cache=True))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    chains = [r.chains for r in results]
+    if arm.chains is None:
+        arm.chains = chains
+    arm.same_tags &= chains == arm.chains
+    arm.runs.append(
+        {
+            "load": load,
+            "rate": len(evaluation) / wall,
+            "per_cpu": len(evaluation) / cpu,
+            "encode_share": arm.timed.seconds / wall,
+            "others": cond["others_cores"],
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="evaluation problems (before removing seen ones)")
+    ap.add_argument("--batch", type=int, default=256, help="problems per walk (tag_iter batch)")
+    ap.add_argument("--rounds", type=int, default=2, help="timed runs per encoder and load (best kept)")
+    ap.add_argument(
+        "--encoders",
+        default="torch:1,onnx:1,onnx:2,onnx-int8:1,onnx-int8:2",
+        help="comma-separated KIND:THREADS (kinds: torch, onnx, onnx-int8)",
+    )
+    ap.add_argument("--loads", default="idle,busy", help="idle, busy (one competing CPU-bound process)")
+    args = ap.parse_args(argv)
+
+    tree = world_tree()
+    source = generate_pool(1000, seed=1)
+    seen = {p.question for p in source}
+    evaluation = [p for p in generate_pool(args.n, seed=2) if p.question not in seen]
+    exemplars = exemplars_from_tagged([p for p in source if len(p.chains) == 1], per_leaf=20)
+    gold = [p.chains for p in evaluation]
+    print(
+        f"{len(evaluation)} evaluation problems, {sum(map(len, exemplars.values()))} exemplars, "
+        f"batch {args.batch}, {len(os.sched_getaffinity(0))} cores, onnx cache {cache_root()}",
+        flush=True,
+    )
+    arms = [
+        make_arm(k, int(t), tree, exemplars)
+        for k, _, t in (c.partition(":") for c in args.encoders.split(","))
+    ]
+    loads = args.loads.split(",")
+    for rnd in range(args.rounds):  # interleaved, so drifting load from other processes hits every arm
+        for load in loads:
+            with competitor(load == "busy"):
+                for arm in arms:
+                    time_arm(arm, load, evaluation, args.batch)
+                    run = arm.runs[-1]
+                    print(
+                        f"  round {rnd + 1} {load:4s} {arm.kind:9s} t{arm.threads}: {run['rate']:6.1f} problems/s, "
+                        f"{run['per_cpu']:6.1f} per cpu-s, others {run['others']}",
+                        flush=True,
+                    )
+    quality = {id(a): leaf_prf(gold, a.chains or []) for a in arms}
+    ref = next((quality[id(a)]["f1"] for a in arms if a.kind == "torch"), None)
+    header = (
+        f"| {'load':4s} | {'encoder':9s} | thr | problems/s best (median) | per cpu-s best | encode | "
+        f"others    | {'P':>6s} | {'R':>6s} | {'F1':>6s} | dF1 vs torch | same tags each run |"
+    )
+    print()
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for load in loads:
+        for arm in arms:
+            runs = [r for r in arm.runs if r["load"] == load]
+            best = max(runs, key=lambda r: r["rate"])
+            med = statistics.median(r["rate"] for r in runs)
+            q = quality[id(arm)]
+            delta = f"{q['f1'] - ref:+.4f}" if ref is not None else "n/a"
+            others = "/".join(str(r["others"]) for r in runs)
+            rate = f"{best['rate']:.1f} ({med:.1f})"
+            print(
+                f"| {load:4s} | {arm.kind:9s} | {arm.threads:3d} | {rate:>24s} | "
+                f"{max(r['per_cpu'] for r in runs):14.1f} | {best['encode_share']:6.0%} | {others:>9s} | "
+                f"{q['precision']:.4f} | {q['recall']:.4f} | {q['f1']:.4f} | {delta:>12s} | "
+                f"{'yes' if arm.same_tags else 'NO':>18s} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
