@@ -205,7 +205,9 @@ def test_profile_and_weakest_take_the_tree_duplicate_policy(tmp_path: Path) -> N
     refused = runner.invoke(app, base)
     assert refused.exit_code == 2 and "--tree-duplicates merge" in flat(refused.output)
     merged = runner.invoke(app, [*base, "--tree-duplicates", "merge"])  # the tree is read; the pool is not
-    assert merged.exit_code == 2 and "missing.jsonl" in flat(merged.output) and "duplicate" not in merged.output
+    assert (
+        merged.exit_code == 2 and "missing.jsonl" in flat(merged.output) and "duplicate" not in merged.output
+    )
 
     weak = ["weakest", "--profile", str(tmp_path / "profile.json"), "--tree", str(tmp_path / "dup.json")]
     weak += ["--k", "2", "--json"]
