@@ -404,24 +404,14 @@ def cascade(
 def _log_cascade_mlflow(source: str, output: Path, report_path: Path, report: dict[str, Any]) -> None:
     import mlflow as mlf
     from skillcore.tracking import log_dataset, stage_run
+    from skilltag.cascade import summary
 
     params = {"source": source, "output": str(output), "cascade": True, **report["config"]}
     with stage_run("tag", params=params):
         log_dataset(output, name=output.stem, context="tagged", artifact=True)
         mlf.log_artifact(str(report_path))
-        per_100k = report["cost"]["per_100k"] or {}
-        agree = report["agreement"]
-        figures = {
-            "n_problems": report["problems"],
-            "fallbacks": report["fallbacks"],
-            "llm_problems": report["llm"]["problems"],
-            "llm_calls": report["llm"]["requests"],
-            "calls_per_problem": report["llm"]["calls_per_problem"],
-            "saved_calls_per_100k": per_100k.get("saved_calls"),
-            "agreement_f1": agree["f1"],
-            "agreement_f1_with_fallback": agree["with_fallback"]["f1"],
-        }
-        mlf.log_metrics({k: float(v) for k, v in figures.items() if v is not None})
+        figures = summary(report)  # the same headline figures the command prints
+        mlf.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
 
 
 if __name__ == "__main__":
