@@ -22,6 +22,7 @@ from skilltag.backends.openai_chat import (
     parse_choice,
     response_schema,
 )
+from skilltag.cache import TagCache
 from skilltag.engine import BackendUnavailable, DeadlineExceeded, TaggingEngine
 from skilltag.testing import (
     Reply,
@@ -313,6 +314,22 @@ def test_a_model_that_never_answers_validly(tree: SkillTree, caplog: pytest.LogC
     assert c["unanswered_nodes"] == 2 and c["empty_choices"] == 0
     assert sorted(a.body["seed"] for a in model.asked) == [0, 0, 1, 1, 2, 2]
     assert "no parseable answer for node '(root)' after 3 tries" in caplog.text
+
+
+def test_untagged_problems_are_not_cached(tree: SkillTree, tmp_path: Path) -> None:
+    """A model that failed to answer leaves nothing in the tag cache: the next run asks again."""
+    cache = tmp_path / "tags.sqlite"
+    with ScriptedModel(lambda body: completion("I cannot decide.")) as url:
+        backend = backend_for(url, parse_retries=0)
+        first = TaggingEngine(tree, backend, TagCache(cache)).tag([problem("lin", LINEAR)])
+        backend.close()
+    assert first[0].chains == [] and len(TagCache(cache)) == 0
+    with ScriptedModel(tagger(TAGGER)) as url:
+        backend = backend_for(url)
+        again = TaggingEngine(tree, backend, TagCache(cache)).tag([problem("lin", LINEAR)])
+        backend.close()
+    assert again[0].chains == [["Algebra", "Linear equations"]] and not again[0].from_cache
+    assert len(TagCache(cache)) == 1
 
 
 def test_a_node_that_never_answers_loses_only_its_chains(tree: SkillTree) -> None:

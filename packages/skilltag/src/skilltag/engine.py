@@ -253,9 +253,12 @@ class TaggingEngine:
         if todo:
             walked = self._walk(list(todo.values()), deadline)
             fresh = dict(zip(todo.keys(), walked, strict=True))
-            if self.cache is not None:
+            if self.cache is not None:  # an untagged problem is not cached: a model that failed to
+                # answer (or a deadline) is asked again next time; the embedding walk always tags something
                 self.cache.put_many(
-                    (k, self.tree_hash, self.backend_config_hash, ch, sc) for k, (ch, sc) in fresh.items()
+                    (k, self.tree_hash, self.backend_config_hash, ch, sc)
+                    for k, (ch, sc) in fresh.items()
+                    if ch
                 )
         out = []
         for key, item in zip(keys, items, strict=True):
