@@ -377,8 +377,8 @@ def test_deadline_and_bounded_concurrency(tree: SkillTree) -> None:
         results = engine.tag(problems)
         assert all(r.chains == [["Algebra", "Linear equations"]] for r in results)
         assert model.max_in_flight == 2  # never more than max_concurrency requests at once
-        started = time.monotonic()
+        asked = len(model.asked)
         with pytest.raises(DeadlineExceeded):
             engine.tag([problem("late", LINEAR + " late")], deadline=time.monotonic() + 0.05)
-        assert time.monotonic() - started < 2.0
+        assert len(model.asked) - asked <= 1  # the walk stopped at the root: no level after the deadline
         backend.close()
