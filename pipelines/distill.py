@@ -14,6 +14,7 @@ only composes them, under one MLflow parent run with a nested run per stage, and
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -176,7 +177,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         )
         arm = arm_stages(st, cfg, shared)
         trained, tuned = arm["trained"], arm["tuned"]
-        stages.analysis(st, arm["label"], shared["data"], shared["bench"], base, tuned, arm["selected"])
+        stages.analysis(
+            st, arm["label"], shared["data"], shared["bench"], base, tuned, arm["selected"], fmt=cfg.format
+        )
         lineage = {
             "skilldistill.base_model": student.ref,
             "skilldistill.strategy": cfg.select.strategy,
@@ -225,7 +228,18 @@ def run_comparison(cfg: PipelineConfig, arms: list[Arm], seeds: list[int]) -> di
         def scores(result: Any) -> Any:
             return compare.problem_scores({b: stages.read_verdicts(result.dir / b) for b in problems})
 
+        def naming(result: Any, fmt: Any) -> Any:
+            from distill.eval import naming_report
+
+            return naming_report(
+                problems,
+                {b: stages.read_attempts(result.dir / b) for b in problems},
+                {b: stages.read_verdicts(result.dir / b) for b in problems},
+                fmt=fmt,
+            )
+
         runs = {}
+        named = {}
         for seed in seeds:
             for arm in arms:
                 acfg = arm_config(cfg, arm, seed)
@@ -240,20 +254,34 @@ def run_comparison(cfg: PipelineConfig, arms: list[Arm], seeds: list[int]) -> di
                     tuned = done["tuned"]
                     mlflow.log_metrics({"eval/average": tuned.info["average"], "eval/base_average": base.info["average"],
                                         **{f"eval/{b}": v for b, v in tuned.info["scores"].items()}})  # fmt: skip
+                    report = naming(tuned, acfg.format)
+                    mlflow.log_metrics(report.metrics(block_only=not arm.skill_aware))
                 runs[(arm.name, seed)] = scores(tuned)
+                named[(arm.name, seed)] = report.overall
         out = st.workdir / "compare"
         out.mkdir(parents=True, exist_ok=True)
         table = compare.results_table(runs)
         paired = compare.paired_table(runs)
         gains = compare.skill_gain_table(runs, scores(base), chains)
+        naming_table = compare.naming_table(named, arms)
         table.to_csv(out / "results.csv", index=False)
         paired.to_csv(out / "paired.csv", index=False)
         gains.to_csv(out / "skill_gains.csv", index=False)
-        (out / "results.md").write_text(compare.results_markdown(table, paired, arms))
+        naming_table.to_csv(out / "naming.csv", index=False)
+        (out / "results.md").write_text(compare.results_markdown(table, paired, arms, naming_table))
         compare.plot_skill_gains(gains).savefig(out / "skill_gains.png", dpi=120, bbox_inches="tight")
-        for file in ("results.md", "results.csv", "paired.csv", "skill_gains.csv", "skill_gains.png"):
+        for file in (
+            "results.md",
+            "results.csv",
+            "paired.csv",
+            "skill_gains.csv",
+            "skill_gains.png",
+            "naming.csv",
+        ):
             mlflow.log_artifact(str(out / file), artifact_path="compare")
         mlflow.log_metrics({f"compare/{r['arm']}/vs_random": r["difference"] for _, r in paired.iterrows()})
+        mlflow.log_metrics({f"compare/{r['arm']}/naming_rate": r["rate"] for _, r in naming_table.iterrows()
+                            if r["skill_aware"] and math.isfinite(r["rate"])})  # fmt: skip
         typer.echo((out / "results.md").read_text())
         summary = _finish(st, cfg, run)
     _where_to_look(run, st.workdir / "summary.json")

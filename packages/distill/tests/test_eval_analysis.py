@@ -5,14 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from distill.eval.analysis import (
+    NamingCounts,
     gain_correlation,
     gains_markdown,
     leaf_accuracy,
+    naming_report,
     plot_gains,
     selection_share,
     skill_gains,
 )
-from skillcore import SkillTree, TaggedProblem, Verdict
+from skillcore import Attempt, SkillTree, TaggedProblem, Verdict
 
 TREE = SkillTree.from_dict(
     {
@@ -147,3 +149,89 @@ def test_gains_markdown():
     assert lines[4] == "| A->a2 | 1 | 100.0 | 50.0 | -50.0 | 0.0 |"
     assert lines[5] == "| B->b2 | 1 | n/a | 50.0 | n/a | 0.0 |"
     assert "Spearman rho" in lines[-1] and "3 leaves" in lines[-1]
+
+
+# ----------------------------------------------------------------------------------- skill naming
+# (benchmark, problem, sample, response, verdict status), written by hand; the comment says how it counts
+NAMING_ANSWERS = [
+    ("x", "p1", 0, "<think>\nSkills:\nA->a1\n\n1 + 0 = 1\n</think>\n\n\\boxed{1}", "correct"),  # right
+    ("x", "p1", 1, "<think>\nSkills:\nA->a2\n\n2 - 1 = 1\n</think>\n\n\\boxed{2}", "wrong"),  # wrong leaf
+    ("x", "p2", 0, "<think>\nSkills:\nB->b9\nB->b1\n\n...</think>\n\n\\boxed{5}", "wrong"),  # 2nd chain right
+    ("x", "p2", 1, "<think>\nThe sum is 3.\n</think>\n\n\\boxed{3}", "wrong"),  # no block
+    ("x", "p3", 0, "<think>\nSkills:\nB->>b2 garbled\n\n...</think>\n\n\\boxed{1}", "correct"),  # garbled
+    ("x", "p3", 1, "Skills: b2\n\n...\n\\boxed{1}", "correct"),  # the leaf alone: right
+    ("x", "p4", 0, "<think>\nSkills:\nA->a1\n</think>", "correct"),  # untagged problem: left out
+    ("y", "q1", 0, "<think>\nSkills:\nA->b1\n</think>\n\n\\boxed{7}", "error"),  # wrong parent, unjudged
+    ("y", "q1", 1, "<think>\nSkills:\n\n7 = 7\n</think>\n\n\\boxed{7}", "correct"),  # an empty block
+]
+NAMING_PROBLEMS = {
+    "x": [
+        tagged("p1", ("A", "a1")),
+        tagged("p2", ("A", "a1"), ("B", "b1")),
+        tagged("p3", ("B", "b2")),
+        tagged("p4"),
+    ],
+    "y": [tagged("q1", ("B", "b1"))],
+}
+
+
+def naming_inputs():
+    attempts: dict[str, list[Attempt]] = {"x": [], "y": []}
+    verdicts: dict[str, list[Verdict]] = {"x": [], "y": []}
+    for bench, uid, sample, response, status in NAMING_ANSWERS:
+        attempts[bench].append(Attempt(unique_id=uid, sample_index=sample, response=response))
+        verdicts[bench].append(
+            Verdict.model_validate({"unique_id": uid, "sample_index": sample, "status": status})
+        )
+    # a duplicate verdict (the first one counts) and an answer to a problem not given (ignored)
+    verdicts["x"].append(Verdict(unique_id="p1", sample_index=0, status="wrong"))
+    verdicts["y"].append(Verdict(unique_id="zz", status="correct"))
+    attempts["y"].append(Attempt(unique_id="zz", response="Skills:\nB->b1"))
+    return attempts, verdicts
+
+
+def test_naming_rate_and_accuracies_against_hand_computed_values():
+    attempts, verdicts = naming_inputs()
+    report = naming_report(NAMING_PROBLEMS, attempts, verdicts)
+    # x: 6 answers; blocks p1s0 p1s1 p2s0 p3s0 p3s1; right p1s0 p2s0 p3s1; correct p1s0 p3s0 p3s1
+    x = report.benchmarks["x"]
+    assert x == NamingCounts(answers=6, named=5, named_right=3, correct=3, correct_named_right=2)
+    assert (x.rate, x.block_rate) == (pytest.approx(3 / 6), pytest.approx(5 / 6))
+    assert x.acc_named_right == pytest.approx(2 / 3)  # p1s0, p3s1 of p1s0, p2s0, p3s1
+    assert x.acc_named_wrong == pytest.approx(1 / 3)  # p3s0 of p1s1, p2s1, p3s0
+    # y: 2 answers, both with a block, none right; one correct (the error verdict is not)
+    y = report.benchmarks["y"]
+    assert y == NamingCounts(answers=2, named=2, named_right=0, correct=1, correct_named_right=0)
+    assert y.rate == 0.0 and math.isnan(y.acc_named_right) and y.acc_named_wrong == pytest.approx(1 / 2)
+    overall = report.overall
+    assert overall == NamingCounts(answers=8, named=7, named_right=3, correct=4, correct_named_right=2)
+    assert overall.rate == pytest.approx(3 / 8) and overall.block_rate == pytest.approx(7 / 8)
+    assert overall.acc_named_right == pytest.approx(2 / 3) and overall.acc_named_wrong == pytest.approx(2 / 5)
+    assert report.untagged == 1
+
+    metrics = report.metrics()
+    assert metrics["naming/rate"] == pytest.approx(0.375) and metrics["naming/x/rate"] == pytest.approx(0.5)
+    assert metrics["naming/acc_named_wrong"] == pytest.approx(0.4) and metrics["naming/answers"] == 8
+    assert "naming/y/acc_named_right" not in metrics  # NaN: no answer of y named right
+    assert set(report.metrics(block_only=True)) == {
+        f"naming/{scope}{key}" for scope in ("", "x/", "y/") for key in ("block_rate", "answers", "named")
+    }
+    frame = report.frame().set_index("benchmark")
+    assert list(frame.index) == ["x", "y", "overall"]
+    assert frame.loc["overall", "correct_named_wrong"] == 2 and frame.loc["x", "named_right"] == 3
+    lines = report.markdown().splitlines()
+    assert lines[2] == "| x | 6 | 83.3 | 50.0 | 50.0 | 66.7 (3) | 33.3 (3) |"
+    assert lines[3] == "| y | 2 | 100.0 | 0.0 | 50.0 | n/a (0) | 50.0 (2) |"
+    assert lines[4] == "| **overall** | 8 | 87.5 | 37.5 | 50.0 | 66.7 (3) | 40.0 (5) |"
+    assert "1 answer(s) to problems without skill chains left out." in lines
+
+
+def test_naming_of_a_plain_student_and_of_nothing():
+    plain = {"x": [Attempt(unique_id="p1", response="<think>\n1 + 0 = 1\n</think>\n\n\\boxed{1}")]}
+    judged_plain = {"x": [Verdict(unique_id="p1", status="correct")]}
+    counts = naming_report({"x": NAMING_PROBLEMS["x"]}, plain, judged_plain).overall
+    assert counts.block_rate == 0.0 and counts.rate == 0.0 and counts.acc_named_wrong == 1.0
+    empty = naming_report({"x": NAMING_PROBLEMS["x"]}, {}, {})
+    assert empty.overall == NamingCounts() and math.isnan(empty.overall.rate)
+    assert empty.metrics() == {"naming/answers": 0.0, "naming/named": 0.0, "naming/named_right": 0.0,
+                               "naming/x/answers": 0.0, "naming/x/named": 0.0, "naming/x/named_right": 0.0}  # fmt: skip

@@ -9,9 +9,12 @@ import pytest
 from distill.formatting import (
     EmptySkillsError,
     FormatConfig,
+    assistant_target,
     check_rendered,
     format_examples,
     load_display_names,
+    names_right,
+    parse_skills_block,
     render_example,
     skills_block,
 )
@@ -117,3 +120,62 @@ def test_loss_mask_covers_exactly_the_assistant_turn(
     assert tokenizer.decode(trained).startswith("<think>\nSkills:\nNumber theory->")
     assert tokenizer.decode(trained).rstrip("\n") == full[len(USER) :].rstrip("\n")
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in trained
+
+
+GCD = ["Number theory", "Divisibility", "Greatest common divisor"]
+EUCLID = ["Number theory", "Divisibility", "Euclid's algorithm"]
+
+
+def test_parse_reads_back_what_the_targets_write() -> None:
+    for placement in ("think", "before_think"):
+        target, named = assistant_target(PROBLEM, FormatConfig(skill_aware=True, placement=placement))
+        assert named and parse_skills_block(target) == [GCD, EUCLID]  # the duplicate chain was written once
+    # the block as the whole thought (a trace without reasoning), and a depth slice of one level
+    bare = PROBLEM.model_copy(update={"solution": "The answer is \\boxed{12}."})
+    assert parse_skills_block(assistant_target(bare, FormatConfig(skill_aware=True))[0]) == [GCD, EUCLID]
+    sliced = assistant_target(PROBLEM, FormatConfig(skill_aware=True, min_depth=3))[0]
+    assert parse_skills_block(sliced) == [["Greatest common divisor"], ["Euclid's algorithm"]]
+    assert parse_skills_block(assistant_target(PROBLEM, FormatConfig())[0]) is None  # plain target
+
+
+@pytest.mark.parametrize(
+    ("response", "chains"),
+    [
+        ("", None),
+        ("<think>\n84 = 2 * 36 + 12\n</think>\n\n\\boxed{12}", None),  # no block
+        ("<think>\nLet me see.\nSkills:\nA->B\n", None),  # a header not at the start is not the block
+        ("<think>\nSkils:\nA->B\n", None),  # a garbled header: no block
+        ("<think>\nSkills:\n</think>\n\n12", []),  # a header naming nothing
+        ("<think>\nSkills:\n\nA->B\n", []),
+        ("  <think>\n\nSkills:\n A -> B \n\nC->D", [["A", "B"]]),  # stops at the blank line; names stripped
+        ("Skills: A->B\nC->D</think>\n\nE->F", [["A", "B"], ["C", "D"]]),  # inline chain; ends at </think>
+        # garbled lines are kept as written; a reasoning line without a blank line ends the block
+        (
+            "<think>\nSkills:\nNumber thery->->Divisibility\nGreatest comon divisor\n84 = 2 * 36 + 12\n",
+            [["Number thery", "", "Divisibility"], ["Greatest comon divisor"]],
+        ),
+        ("<think>\nSkills:\nA->\nFirst I add them.\nA->B", [["A", ""]]),  # a sentence ends it
+        ("<think>\nSkills:\nA->B\n\\frac{1}{2}\n", [["A", "B"]]),
+        ("<think>\nSkills:\n2D geometry\nx = 3\n", [["2D geometry"]]),  # digits may be in a name
+    ],
+)
+def test_parse_skills_block_of_hand_written_responses(response: str, chains: list[list[str]] | None) -> None:
+    assert parse_skills_block(response) == chains
+
+
+def test_names_right_rule() -> None:
+    truth = [GCD, ["Number theory", "Counting", "Divisors"]]
+    assert names_right([GCD], truth)  # a whole chain
+    assert names_right([["x"], ["Number theory", "Counting", "Divisors"]], truth)  # any chain of the block
+    assert names_right([["Divisors"]], truth)  # the leaf named alone
+    assert not names_right([["Algebra", "Divisibility", "Greatest common divisor"]], truth)  # wrong parent
+    assert not names_right([["Number theory", "Divisibility"]], truth)  # a partial path
+    assert not names_right([["Number theory"]], truth)  # a single name that is not a leaf
+    assert not names_right([["number theory", "divisibility", "greatest common divisor"]], truth)  # case
+    assert not names_right([EUCLID], truth) and not names_right([], truth) and not names_right(None, truth)
+    assert not names_right([GCD], [])  # a problem without chains is never named right
+    # compared with the chains as the targets write them: the depth slice and display names
+    config = FormatConfig(skill_aware=True, max_depth=2, display_names={"Number theory": "NT"})
+    assert names_right([["NT", "Divisibility"]], truth, config)
+    assert names_right([["Divisibility"]], truth, config)
+    assert not names_right([GCD], truth, config)

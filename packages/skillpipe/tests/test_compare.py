@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from skillcore import Verdict
+from distill.eval import NamingCounts, naming_report
+from skillcore import Attempt, TaggedProblem, Verdict, write_jsonl
 from skillpipe.compare import (
+    ARMS,
     BASELINE,
     leaf_accuracy,
     macro_average,
+    naming_table,
     paired_difference,
     paired_table,
     parse_arms,
     problem_scores,
+    results_markdown,
     results_table,
     skill_gain_table,
 )
+from skillpipe.stages import read_attempts, read_verdicts
 
 
 def test_arms_always_include_the_random_baseline_and_unknown_ones_are_refused():
@@ -87,3 +94,63 @@ def test_per_leaf_gains_over_the_base_student():
     assert frame.loc["L1", "skill-skill"] == pytest.approx(0.25)
     assert frame.loc["L2", "skill-skill"] == pytest.approx(0.25)
     assert np.isclose(frame["base"], 0.5).all()
+
+
+def test_naming_table_means_over_seeds_and_results_markdown_shows_it():
+    arms = [ARMS[BASELINE], ARMS["skill-skill"], ARMS["random-skill"]]
+    naming = {
+        # skill-skill: seed 0 names 2 of 4 right (1 of them correct; 1 of the other 2), seed 1 names 0 of 4
+        ("skill-skill", 0): NamingCounts(answers=4, named=4, named_right=2, correct=2, correct_named_right=1),
+        ("skill-skill", 1): NamingCounts(answers=4, named=3, named_right=0, correct=1, correct_named_right=0),
+        (BASELINE, 0): NamingCounts(answers=4, named=0, named_right=0, correct=3, correct_named_right=0),
+        (BASELINE, 1): NamingCounts(answers=4, named=0, named_right=0, correct=2, correct_named_right=0),
+    }
+    frame = naming_table(naming, arms)
+    assert list(frame.columns) == [
+        "arm",
+        "skill_aware",
+        "seeds",
+        "answers",
+        "named_right",
+        "block_rate",
+        "rate",
+        "acc_named_right",
+        "acc_named_wrong",
+    ]
+    assert list(frame["arm"]) == [BASELINE, "skill-skill"]  # random-skill has no counts: no row
+    row = frame.set_index("arm").loc["skill-skill"]
+    assert bool(row["skill_aware"]) and row["seeds"] == 2 and row["answers"] == 8 and row["named_right"] == 2
+    assert row["block_rate"] == pytest.approx((4 / 4 + 3 / 4) / 2)
+    assert row["rate"] == pytest.approx((2 / 4 + 0 / 4) / 2)
+    assert row["acc_named_right"] == pytest.approx(1 / 2)  # seed 1 named nothing right: left out of the mean
+    assert row["acc_named_wrong"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    plain = frame.set_index("arm").loc[BASELINE]
+    assert plain["block_rate"] == 0.0 and math.isnan(plain["acc_named_right"])
+
+    table = results_table(runs_fixture())
+    paired = paired_table(runs_fixture())
+    before = results_markdown(table, paired, arms)
+    text = results_markdown(table, paired, arms, frame)
+    assert text.startswith(before.split("Arms:")[0])  # the existing tables are unchanged
+    assert before.split("Arms:")[1] == text.split("Arms:")[1]
+    assert "| arm | targets | seeds | block (%) | named right (%) | acc. named right (%) |" in text
+    assert "| skill-skill | skill-aware | 2 | 87.5 | 25.0 | 50.0 | 37.5 | 8 | 2 |" in text
+    assert f"| {BASELINE} | plain | 2 | 0.0 | 0.0 | n/a | 62.5 | 8 | 0 |" in text
+    assert results_markdown(table, paired, arms, frame.iloc[0:0]) == before
+
+
+def test_naming_reads_the_saved_answers_of_an_evaluation(tmp_path):
+    """The evaluation's folders keep each answer's response (attempts, shard files included) beside its
+    verdict: the naming is derived from them."""
+    folder = tmp_path / "aime24"
+    write_jsonl(folder / "attempts.jsonl", [Attempt(unique_id="a", response="<think>\nSkills:\nX->x1\n\nok")])
+    write_jsonl(folder / "attempts.shard-1-of-2.jsonl", [Attempt(unique_id="b", response="no block")])
+    write_jsonl(folder / "verdicts.jsonl", [Verdict(unique_id="a", status="correct")])
+    write_jsonl(folder / "verdicts.shard-1-of-2.jsonl", [Verdict(unique_id="b", status="wrong")])
+    problems = {
+        "aime24": [
+            TaggedProblem(unique_id=u, question="q", expected_answer="1", chains=[["X", "x1"]]) for u in "ab"
+        ]
+    }
+    report = naming_report(problems, {"aime24": read_attempts(folder)}, {"aime24": read_verdicts(folder)})
+    assert report.overall == NamingCounts(answers=2, named=1, named_right=1, correct=1, correct_named_right=1)

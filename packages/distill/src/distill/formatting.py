@@ -11,6 +11,10 @@ reasoning, so text written before ``<think>`` (where the paper's code puts it) v
 ``placement="think"`` (the default) writes the block at the start of the thinking block
 (``<think>\\nSkills:\\n...\\n\\n<reasoning>``); ``placement="before_think"`` is the paper's placement, for
 templates that keep it. ``check_rendered`` proves, on the real tokenizer, that the block survives.
+
+At test time no skills are given and a skill-aware student writes its own block: ``parse_skills_block``
+reads it back from a generated response (the writer's format, read tolerantly) and ``names_right`` says
+whether it names the problem's skills (the rule is in its docstring).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from skillcore import PoolProblem, TaggedProblem, format_chain
+from skillcore import CHAIN_SEPARATOR, PoolProblem, TaggedProblem, format_chain, parse_chain
 from skillcore.prompts import question_messages
 
 SKILLS_HEADER = "Skills:"
@@ -87,6 +91,72 @@ def skills_block(chains: Sequence[Sequence[str]], config: FormatConfig) -> str |
     """``Skills:`` and one chain per line, or None when no chain is left."""
     lines = skill_lines(chains, config)
     return "\n".join([SKILLS_HEADER, *lines]) if lines else None
+
+
+# a line without the chain separator is still a (one-name) chain unless it reads like reasoning: one of
+# these characters, or a sentence's end (digits are allowed: names like "2D geometry")
+_NOT_IN_A_NAME = frozenset("=\\$<>{}")
+_SENTENCE_END = (".", ":", "?", "!")
+
+
+def _is_chain_line(line: str) -> bool:
+    if CHAIN_SEPARATOR in line:
+        return True
+    return not (any(c in _NOT_IN_A_NAME for c in line) or line.endswith(_SENTENCE_END))
+
+
+def parse_skills_block(response: str) -> list[list[str]] | None:
+    """The chains a generated response names in its Skills block, or None when it writes no block.
+
+    The block is where ``assistant_target`` writes it: the first non-blank line of the response, after an
+    optional ``<think>``, is the ``Skills:`` header (text after the header on the same line is read as a
+    first chain). Chain lines follow, one per line, names split on ``->`` and stripped; the block ends at
+    the first blank line, at ``</think>`` (text before it on that line still counts), at the end of the
+    text, or at the first line that is not a chain: one without ``->`` that holds one of
+    ``= \\ $ < > { }`` or ends like a sentence (``. : ? !``). A line without ``->`` that passes is a
+    one-name chain (a depth slice of one level writes those). Garbled lines are kept as written (empty names
+    from a stray ``->`` included), so they count as naming wrong. A header with no chain line under it
+    gives ``[]``: a block that names nothing.
+    """
+    text = response.lstrip()
+    if text.startswith(THINK_OPEN):
+        text = text[len(THINK_OPEN) :].lstrip()
+    first, _, rest = text.partition("\n")
+    first = first.strip()
+    if not first.startswith(SKILLS_HEADER):
+        return None
+    inline = first[len(SKILLS_HEADER) :].strip()
+    chains: list[list[str]] = []
+    for raw in ([inline] if inline else []) + rest.split("\n"):
+        line, closed, _ = raw.partition(THINK_CLOSE)
+        line = line.strip()
+        if not line or not _is_chain_line(line):
+            break
+        chains.append(list(parse_chain(line)))
+        if closed:
+            break
+    return chains
+
+
+def names_right(
+    named: Sequence[Sequence[str]] | None,
+    chains: Sequence[Sequence[str]],
+    config: FormatConfig | None = None,
+) -> bool:
+    """Whether a Skills block (``parse_skills_block``'s chains) names the problem right.
+
+    The problem's chains are first written the way its training target would name them (``skill_lines``
+    under ``config``: the depth slice and display names; by default the whole chain, depth 1 to the leaf).
+    The block names the problem right when at least one of its chains is one of those in full (every name,
+    in order, equal after stripping; case counts), or is a single name equal to the last name of one of
+    them (the leaf named alone). A chain with a wrong parent, a misspelt name or a partial path is wrong;
+    no block (None) or an empty one is never right.
+    """
+    if not named:
+        return False
+    truth = {parse_chain(line) for line in skill_lines(chains, config or FormatConfig())}
+    leaves = {chain[-1] for chain in truth}
+    return any(tuple(chain) in truth or (len(chain) == 1 and chain[0] in leaves) for chain in named)
 
 
 def split_reasoning(solution: str) -> tuple[str, str]:

@@ -5,6 +5,9 @@ bootstrap intervals, and per-skill gains.
 An arm is a selection strategy, plain or skill-aware targets, and optional selection settings (the weight
 guards: the paper's T = 1, w_max = 1000 against the tempered default). A seed draws the selection and the
 training order; the data, tags, profile and the base evaluation are shared by every arm and seed.
+
+Skill naming (``naming_table``): per arm, how often the fine-tuned student's own Skills block names the
+problem's skills, and its accuracy when it does and when it does not (``distill.eval.naming_report``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from distill.eval.analysis import NamingCounts
 
 BASELINE = "random-plain"
 
@@ -199,8 +205,76 @@ def plot_skill_gains(frame: pd.DataFrame, *, title: str = "Per-skill gain over t
     return fig
 
 
+# ----------------------------------------------------------------------------------- skill naming
+NAMING_COLUMNS = [
+    "arm",
+    "skill_aware",
+    "seeds",
+    "answers",
+    "named_right",
+    "block_rate",
+    "rate",
+    "acc_named_right",
+    "acc_named_wrong",
+]
+
+
+def naming_table(naming: Mapping[tuple[str, int], NamingCounts], arms: Sequence[Arm]) -> pd.DataFrame:
+    """One row per arm (in ``arms``' order) that has naming counts: the block rate, the naming rate and the
+    accuracy of the answers that named the problem right and of the others (a wrong block or none), each
+    the mean over seeds (a seed where a group is empty is left out of that mean; NaN when every seed's
+    is); ``answers`` and ``named_right`` are totals over the seeds. Plain arms are listed too: their block
+    rate should be about 0."""
+    rows = []
+    for arm in arms:
+        per_seed = [counts for (name, _), counts in sorted(naming.items()) if name == arm.name]
+        if not per_seed:
+            continue
+        row: dict[str, Any] = {
+            "arm": arm.name,
+            "skill_aware": arm.skill_aware,
+            "seeds": len(per_seed),
+            "answers": sum(c.answers for c in per_seed),
+            "named_right": sum(c.named_right for c in per_seed),
+        }
+        for key in ("block_rate", "rate", "acc_named_right", "acc_named_wrong"):
+            values = [float(getattr(c, key)) for c in per_seed]
+            known = [v for v in values if math.isfinite(v)]
+            row[key] = float(np.mean(known)) if known else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=NAMING_COLUMNS)
+
+
+def naming_markdown(frame: pd.DataFrame) -> list[str]:
+    """The naming table's lines for ``results.md``."""
+
+    def pct(value: float) -> str:
+        return "n/a" if not math.isfinite(value) else f"{100 * value:.1f}"
+
+    lines = [
+        "| arm | targets | seeds | block (%) | named right (%) | acc. named right (%) | "
+        "acc. named wrong or none (%) | answers | named right |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in frame.iterrows():
+        lines.append(
+            f"| {row['arm']} | {'skill-aware' if row['skill_aware'] else 'plain'} | {row['seeds']} | "
+            f"{pct(row['block_rate'])} | {pct(row['rate'])} | {pct(row['acc_named_right'])} | "
+            f"{pct(row['acc_named_wrong'])} | {row['answers']} | {row['named_right']} |"
+        )
+    return [
+        *lines,
+        "",
+        "Skill naming of the fine-tuned students, mean over seeds (answers and named right: totals). Named "
+        "right: the Skills block names one of the problem's chains in full, or its leaf alone.",
+        "",
+    ]
+
+
 # ----------------------------------------------------------------------------------- markdown
-def results_markdown(table: pd.DataFrame, paired: pd.DataFrame, arms: Sequence[Arm]) -> str:
+def results_markdown(
+    table: pd.DataFrame, paired: pd.DataFrame, arms: Sequence[Arm], naming: pd.DataFrame | None = None
+) -> str:
     benches = [
         c
         for c in table.columns
@@ -229,5 +303,7 @@ def results_markdown(table: pd.DataFrame, paired: pd.DataFrame, arms: Sequence[A
             "Paired on the same problems, seed by seed; bootstrap over problems within each benchmark.",
             "",
         ]
+    if naming is not None and len(naming):
+        lines += naming_markdown(naming)
     lines += ["Arms:", *[f"- `{a.name}`: {a.describe()}" for a in arms], ""]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from skillcore import SkillTree, TaggedProblem, Verdict, read_jsonl, write_jsonl
+from skillcore import Attempt, SkillTree, TaggedProblem, Verdict, read_jsonl, write_jsonl
 
 from skillpipe.cache import StageCache, StageOutput, StageResult, digest_json, digest_path
 from skillpipe.config import (
@@ -696,6 +697,15 @@ def read_verdicts(folder: Path) -> list[Verdict]:
     return rows
 
 
+def read_attempts(folder: Path) -> list[Attempt]:
+    """A benchmark's answers as the rollout saved them (shard files included): the response text the
+    skill-naming analysis reads its Skills blocks from."""
+    rows: list[Attempt] = []
+    for path in sorted(folder.glob("attempts*.jsonl")):
+        rows += [Attempt.model_validate(r) for r in read_jsonl(path, skip_bad=True)]
+    return rows
+
+
 # ------------------------------------------------------------------------------------------ analysis
 def analysis(
     st: Stages,
@@ -705,9 +715,15 @@ def analysis(
     before: StageResult,
     after: StageResult,
     selected: StageResult,
+    fmt: Any = None,
 ) -> StageResult:
     """Per-skill accuracy before vs after fine-tuning, against the selection's share of each leaf: does the
-    gain concentrate on the skills the selection emphasised?"""
+    gain concentrate on the skills the selection emphasised?
+
+    And skill naming (``distill.eval.naming_report``): how often the fine-tuned student's own Skills block
+    names each problem's skills, and its accuracy when it does and when it does not (``naming.csv``,
+    ``naming.md``, metrics ``naming/...``). ``fmt`` (the arm's ``FormatConfig``) says how the targets named
+    the chains and whether the arm is skill-aware: a plain arm (or none given) logs the block rate only."""
     inputs = {
         "tree": tree_result.digest("tree"),
         "benchmarks": bench.digest("benchmarks"),
@@ -721,7 +737,14 @@ def analysis(
 
         matplotlib.use("Agg")
         import mlflow
-        from distill.eval import gain_correlation, gains_markdown, plot_gains, selection_share, skill_gains
+        from distill.eval import (
+            gain_correlation,
+            gains_markdown,
+            naming_report,
+            plot_gains,
+            selection_share,
+            skill_gains,
+        )
         from skillcore.tracking import log_metrics_table
 
         problems_by_bench, _ = read_benchmarks(bench)
@@ -752,17 +775,36 @@ def analysis(
         (out / "skill_gains.md").write_text(gains_markdown(frame))
         figure = plot_gains(frame, title=f"Per-skill gain vs selection share ({label})")
         figure.savefig(out / "skill_gains.png", dpi=120, bbox_inches="tight")
+        naming = naming_report(
+            {name: [p for p in rows if p.chains] for name, rows in problems_by_bench.items()},
+            {name: read_attempts(after.dir / name) for name in problems_by_bench},
+            {name: read_verdicts(after.dir / name) for name in problems_by_bench},
+            fmt=fmt,
+        )
+        naming.frame().to_csv(out / "naming.csv", index=False)
+        (out / "naming.md").write_text(naming.markdown())
+        skill_aware = bool(getattr(fmt, "skill_aware", False))
         with _stage_run("analysis", key, name=f"analysis:{label}"):
             mlflow.log_metrics({f"gain_{k}": float(v) for k, v in corr.items() if isinstance(v, int | float)})
+            mlflow.log_metrics(naming.metrics(block_only=not skill_aware))
             log_metrics_table(frame, "analysis/skill_gains.json")
-            for name in ("skill_gains.csv", "skill_gains.md", "skill_gains.png"):
+            for name in ("skill_gains.csv", "skill_gains.md", "skill_gains.png", "naming.csv", "naming.md"):
                 mlflow.log_artifact(str(out / name), artifact_path="analysis")
+        overall = naming.overall
         return StageOutput(
-            {"gains": "skill_gains.csv", "figure": "skill_gains.png"},
-            {"leaves": corr["n_leaves"], "pearson": corr["pearson"], "spearman": corr["spearman"]},
+            {"gains": "skill_gains.csv", "figure": "skill_gains.png", "naming": "naming.csv"},
+            {
+                "leaves": corr["n_leaves"],
+                "pearson": corr["pearson"],
+                "spearman": corr["spearman"],
+                "block_rate": _rounded(overall.block_rate),
+                "naming_rate": _rounded(overall.rate),
+            },
         )
 
-    result = st.cache.run("analysis", {}, inputs, run, label=label)
+    # the format is in the key: it says how the targets named the chains, which the naming compares with
+    config = {"naming": fmt.model_dump(mode="json") if fmt is not None else None}
+    result = st.cache.run("analysis", config, inputs, run, label=label)
     st.record(f"analysis:{label}", result)
     return result
 
@@ -817,6 +859,11 @@ def register(
         "champion": is_champion,
         "beats_base": beats_base,
     }
+
+
+def _rounded(value: float) -> float | None:
+    """A ratio for a stage's info (JSON): rounded, or None where it is undefined (NaN)."""
+    return round(value, 4) if math.isfinite(value) else None
 
 
 def _take(rows: Any, limit: int | None) -> Any:

@@ -1,9 +1,12 @@
 """Evaluation: benchmark tasks, metrics (avg@k, pass@k, maj@k with bootstrap CIs) and per-skill analysis."""
 
 from distill.eval.analysis import (
+    NamingCounts,
+    NamingReport,
     gain_correlation,
     gains_markdown,
     leaf_accuracy,
+    naming_report,
     plot_gains,
     selection_share,
     skill_gains,
@@ -56,6 +59,8 @@ __all__ = [
     "EvalReport",
     "MetricCI",
     "MetricsError",
+    "NamingCounts",
+    "NamingReport",
     "ProblemScore",
     "TaskError",
     "UnknownTaskError",
@@ -74,6 +79,7 @@ __all__ = [
     "local_task",
     "log_eval_to_mlflow",
     "maj_at_k",
+    "naming_report",
     "pass_at_k",
     "plot_gains",
     "register_task",

@@ -4,6 +4,10 @@ leaves that received more of the selected data gained more (the mechanism the pa
 Accuracy per leaf follows skillcore's profile rule (a problem counts once at every node its chains reach;
 its judged samples and correct samples are added there), so a benchmark's per-skill numbers and the
 student profile's are computed the same way.
+
+Skill naming (``naming_report``): how often a skill-aware student's own Skills block names the problem's
+skills (``distill.formatting.names_right``), and how accurate its answers are when it does and when it
+does not.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from skillcore.profile import SkillProfile, UnknownPolicy
-from skillcore.records import TaggedProblem, Verdict
+from skillcore.records import Attempt, TaggedProblem, Verdict
 from skillcore.tree import SkillTree, format_chain, parse_chain
+
+from distill.formatting import FormatConfig, names_right, parse_skills_block
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -207,3 +214,197 @@ def gains_markdown(frame: pd.DataFrame) -> str:
     lines.append("")
     lines.append(_corr_text(gain_correlation(frame)))
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- skill naming
+NAMING_COLUMNS = [
+    "benchmark",
+    "answers",
+    "named",
+    "named_right",
+    "correct",
+    "correct_named_right",
+    "correct_named_wrong",
+    "block_rate",
+    "rate",
+    "accuracy",
+    "acc_named_right",
+    "acc_named_wrong",
+]
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else math.nan
+
+
+@dataclass(frozen=True)
+class NamingCounts:
+    """Skill naming over a set of judged answers. An answer is ``named`` when it writes a Skills block,
+    ``named_right`` when the block names the problem right (``distill.formatting.names_right``); "named
+    wrong" is every other answer: a wrong block or none. Ratios over an empty group are NaN."""
+
+    answers: int = 0
+    named: int = 0
+    named_right: int = 0
+    correct: int = 0
+    correct_named_right: int = 0  # correct answers among the named-right ones
+
+    def __add__(self, other: NamingCounts) -> NamingCounts:
+        return NamingCounts(
+            self.answers + other.answers,
+            self.named + other.named,
+            self.named_right + other.named_right,
+            self.correct + other.correct,
+            self.correct_named_right + other.correct_named_right,
+        )
+
+    @property
+    def named_wrong(self) -> int:
+        return self.answers - self.named_right
+
+    @property
+    def correct_named_wrong(self) -> int:
+        return self.correct - self.correct_named_right
+
+    @property
+    def rate(self) -> float:
+        """The naming rate: named right / answers."""
+        return _ratio(self.named_right, self.answers)
+
+    @property
+    def block_rate(self) -> float:
+        """Answers that write a Skills block / answers."""
+        return _ratio(self.named, self.answers)
+
+    @property
+    def accuracy(self) -> float:
+        return _ratio(self.correct, self.answers)
+
+    @property
+    def acc_named_right(self) -> float:
+        return _ratio(self.correct_named_right, self.named_right)
+
+    @property
+    def acc_named_wrong(self) -> float:
+        """Accuracy of the answers that did not name the problem right (a wrong block or none)."""
+        return _ratio(self.correct_named_wrong, self.named_wrong)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {column: getattr(self, column) for column in NAMING_COLUMNS[1:]}
+
+
+@dataclass(frozen=True)
+class NamingReport:
+    """Skill naming per benchmark; ``overall`` pools every answer (counts add up). ``untagged``: answers
+    left out because their problem carries no chain (their naming cannot be judged)."""
+
+    benchmarks: dict[str, NamingCounts] = field(default_factory=dict)
+    untagged: int = 0
+
+    @property
+    def overall(self) -> NamingCounts:
+        return sum(self.benchmarks.values(), NamingCounts())
+
+    def frame(self) -> pd.DataFrame:
+        """One row per benchmark, then ``overall``, with the columns of ``NAMING_COLUMNS``."""
+        rows = [{"benchmark": name, **c.as_dict()} for name, c in self.benchmarks.items()]
+        rows.append({"benchmark": "overall", **self.overall.as_dict()})
+        return pd.DataFrame(rows, columns=NAMING_COLUMNS)
+
+    def metrics(self, prefix: str = "naming", *, block_only: bool = False) -> dict[str, float]:
+        """Flat MLflow metrics: ``naming/rate``, ``naming/block_rate``, ``naming/acc_named_right``,
+        ``naming/acc_named_wrong``, ``naming/answers``, ``naming/named``, ``naming/named_right`` overall and
+        ``naming/<benchmark>/<same>`` per benchmark; NaN ratios are left out. ``block_only``: the block rate
+        and counts only (a plain arm, which writes no block by design)."""
+        keys = (
+            ("block_rate", "answers", "named")
+            if block_only
+            else (
+                "rate",
+                "block_rate",
+                "acc_named_right",
+                "acc_named_wrong",
+                "answers",
+                "named",
+                "named_right",
+            )
+        )
+        out: dict[str, float] = {}
+        for scope, counts in [("", self.overall), *((f"{n}/", c) for n, c in self.benchmarks.items())]:
+            for key in keys:
+                value = float(getattr(counts, key))
+                if math.isfinite(value):
+                    out[f"{prefix}/{scope}{key}"] = value
+        return out
+
+    def markdown(self) -> str:
+        """A Markdown table: per benchmark and overall, the block and naming rates and the accuracy of the
+        answers that named right and wrong (their counts in brackets)."""
+
+        def pct(value: float) -> str:
+            return "n/a" if not math.isfinite(value) else f"{100.0 * value:.1f}"
+
+        lines = [
+            "| benchmark | answers | block (%) | named right (%) | accuracy (%) | acc. named right (%) "
+            "| acc. named wrong or none (%) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, c in [*self.benchmarks.items(), ("**overall**", self.overall)]:
+            lines.append(
+                f"| {name} | {c.answers} | {pct(c.block_rate)} | {pct(c.rate)} | {pct(c.accuracy)} | "
+                f"{pct(c.acc_named_right)} ({c.named_right}) | {pct(c.acc_named_wrong)} ({c.named_wrong}) |"
+            )
+        lines.append("")
+        lines.append(
+            "Named right: the Skills block names one of the problem's chains in full, or its leaf alone."
+        )
+        if self.untagged:
+            lines.append(f"{self.untagged} answer(s) to problems without skill chains left out.")
+        return "\n".join(lines) + "\n"
+
+
+def naming_report(
+    problems: Mapping[str, Sequence[TaggedProblem]],
+    attempts: Mapping[str, Iterable[Attempt]],
+    verdicts: Mapping[str, Iterable[Verdict]],
+    *,
+    fmt: FormatConfig | None = None,
+) -> NamingReport:
+    """Skill naming of a student's judged answers, per benchmark (``problems``, ``attempts`` and
+    ``verdicts`` keyed by benchmark, as the evaluation saves them).
+
+    An answer is a verdict with its attempt (matched on ``unique_id`` and ``sample_index``; the first of
+    duplicates wins, as when the rollout resumes). Its Skills block is read from the saved response
+    (``parse_skills_block``) and compared with its problem's chains as ``fmt`` writes them (``names_right``;
+    ``fmt`` None: whole chains). Answers to problems with no chain are counted in ``untagged`` only; answers
+    to problems not given are ignored.
+    """
+    out: dict[str, NamingCounts] = {}
+    untagged = 0
+    for bench, rows in problems.items():
+        chains = {p.unique_id: p.chains for p in rows}
+        responses: dict[tuple[str, int], str] = {}
+        for a in attempts.get(bench, ()):
+            responses.setdefault((a.unique_id, a.sample_index), a.response)
+        seen: set[tuple[str, int]] = set()
+        counts = [0, 0, 0, 0, 0]
+        missing = 0
+        for v in verdicts.get(bench, ()):
+            key = (v.unique_id, v.sample_index)
+            if key in seen or v.unique_id not in chains:
+                continue
+            seen.add(key)
+            if not chains[v.unique_id]:
+                untagged += 1
+                continue
+            if key not in responses:
+                missing += 1
+                continue
+            named = parse_skills_block(responses[key])
+            right = names_right(named, chains[v.unique_id], fmt)
+            for i, hit in enumerate((True, named is not None, right, v.correct, v.correct and right)):
+                counts[i] += int(hit)
+        if missing:
+            log.warning("%s: %d verdict(s) without a saved answer left out of the naming", bench, missing)
+        out[bench] = NamingCounts(*counts)
+    return NamingReport(out, untagged)
