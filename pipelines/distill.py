@@ -337,6 +337,7 @@ def _run_params(cfg: PipelineConfig) -> dict[str, Any]:
         "preset": cfg.preset, "registry_model": cfg.registry.name, "student": cfg.student.model or "tiny-qwen3",
         "seed": cfg.seed, "select.strategy": cfg.select.strategy, "select.k": cfg.select.k,
         "select.temperature": cfg.select.temperature, "select.w_max": cfg.select.w_max,
+        "select.candidates": cfg.select.candidates,
         "format.skill_aware": cfg.format.skill_aware, "format.placement": cfg.format.placement,
         "train.preset": cfg.train.preset, "train.learning_rate": cfg.train.sft.learning_rate,
         "evaluate.preset": cfg.evaluate.preset, "evaluate.benchmarks": ",".join(cfg.evaluate.benchmarks),

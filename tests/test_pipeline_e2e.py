@@ -92,23 +92,37 @@ def test_pipeline_runs_every_stage_reuses_them_and_reruns_what_a_change_touches(
     precision, recall = len(gold & pred) / len(pred), len(gold & pred) / len(gold)
     assert stages["tag"]["leaf_f1"] == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-3)
     assert stages["tag"]["leaf_f1"] > 0.8
-    # profiling: 40 answered; selection: both strategies draw 12 judged problems, aiming where their
-    # definitions say, and the skill strategy leans on the leaves this profile found weak
+    # profiling: 40 answered; selection: both strategies draw 12 problems from every tagged problem
+    # (select.candidates: all, unjudged ones included), aiming where their definitions say, and the skill
+    # strategy leans on the leaves this profile found weak
     verdicts = out(stages["profile"], "verdicts")
     judged = {r["unique_id"] for r in read_jsonl(verdicts)}
     assert len(judged) == 40 and stages["profile"]["problems"] == 40
-    accuracy, counts = leaf_counts(tagged, verdicts)
+    accuracy, _ = leaf_counts(tagged, verdicts)
+    with_chain = [r for r in rows if r["chains"]]
     for name in ("skill", "random"):
         ids = [r["unique_id"] for r in read_jsonl(out(stages[f"select:{name}"], "selected"))]
-        assert len(ids) == 12 == len(set(ids)) and set(ids) <= judged
+        assert len(ids) == 12 == len(set(ids)) and set(ids) <= {r["unique_id"] for r in with_chain}
+        assert set(ids) - judged, name  # 12 of 240 with 40 judged: unjudged problems come in
+        assert stages[f"select:{name}"]["candidates"] == "all"
+        assert stages[f"select:{name}"]["n_judged_candidates"] == 40
+    # K / candidates: random draws from every tagged problem with a chain
+    assert stages["select:random"]["n_candidates"] == len(with_chain)
+    assert stages["select:random"]["k_over_candidates"] == round(12 / len(with_chain), 4)
     # the skill strategy aims at weights min(acc^-T, w_max^T) of this profile (T = 0.5, w_max = 10), random
-    # at the judged problems' own leaf shares: recomputed here, compared with each selection's report
+    # at the candidates' (every tagged problem's) own leaf shares: recomputed here, compared with each
+    # selection's report
     weights = {leaf: min(acc**-0.5, 10**0.5) if acc > 0 else 10**0.5 for leaf, acc in accuracy.items()}
     skill_target = target_shares(out(stages["select:skill"], "report") / "report.csv")
     random_target = target_shares(out(stages["select:random"], "report") / "report.csv")
+    pool_counts: dict[str, int] = defaultdict(int)
+    for row in with_chain:
+        for leaf in {chain[-1] for chain in row["chains"]}:
+            pool_counts[leaf] += 1
     for leaf in accuracy:
         assert skill_target[leaf] == pytest.approx(weights[leaf] / sum(weights.values()), abs=1e-9), leaf
-        assert random_target[leaf] == pytest.approx(counts[leaf] / sum(counts.values()), abs=1e-9), leaf
+    for leaf in pool_counts:
+        assert random_target[leaf] == pytest.approx(pool_counts[leaf] / sum(pool_counts.values()), abs=1e-9)
     weak = [leaf for leaf, acc in accuracy.items() if acc < stages["profile"]["accuracy"]]
     assert sum(skill_target[leaf] for leaf in weak) > sum(random_target[leaf] for leaf in weak)
     # training: 12 examples, batch 16, 3 epochs (cpu-demo); targets carry the Skills block

@@ -12,9 +12,12 @@ Documented definitions checked here:
 * leaf weight ``w = min(acc^-T, w_max^T)``, ``w_max^T`` at acc 0, 0 for a leaf with no judged problem;
   ``smoothing`` s: acc ``(c + s) / (a + 2 s)``; ``use_posterior``: ``(c + alpha) / (a + alpha + beta)``;
   a problem counts once per distinct leaf its chains reach; excluded ids are removed before profiling;
-* ``skill``: until K distinct, a leaf with probability proportional to its weight, then a judged problem
-  uniformly among the leaf's (judged) problems; target = normalised weights (the paper: sampling
-  probability inversely proportional to the student's accuracy on the skill, T = 1);
+* ``skill``: until K distinct, a leaf with probability proportional to its weight, then a problem
+  uniformly among the leaf's candidate problems (judged or not with ``candidates="all"``, judged only with
+  ``candidates="judged"``); target = normalised weights (the paper: sampling probability inversely
+  proportional to the student's accuracy on the skill, T = 1);
+* ``candidates``: ``n_candidates`` = the problems the strategy draws from, ``k_over_candidates`` = K over
+  that; with a ``correct_portion`` only judged problems are drawn, the unjudged ones left out are counted;
 * ``skill-match``: greedy, each step the problem that brings the normalised leaf histogram closest (L2)
   to the normalised weights, ties to the lowest pool index;
 * ``random``: K uniformly without replacement among the candidates; target = the candidates' leaf share;
@@ -208,11 +211,15 @@ def test_smoothing_posterior_and_exclusion_change_the_accuracy_as_documented(tre
 
 
 # ---------------------------------------------------------------- skill: leaf by weight, then a problem
-def test_skill_first_pick_has_the_documented_per_problem_probability(tree, pool):
+@pytest.mark.parametrize("candidates", ["judged", "all"])
+def test_skill_first_pick_has_the_documented_per_problem_probability(tree, pool, candidates):
     # The first pick is never a rejected duplicate, so P(first = x) = sum over x's leaves l of
-    # (w_l / W) * (1 / n_l), n_l = judged problems on l (the eligible ones). T = 1, w_max = 8:
-    # w = Lin 2, Quad 5, Geo 6/5, Num 5/2, Prob 8, W = 18.7; n = Lin 2, Quad 3, Geo 3, Num 2, Prob 1.
+    # (w_l / W) * (1 / n_l), n_l = the candidate problems on l (the eligible ones). T = 1, w_max = 8:
+    # w = Lin 2, Quad 5, Geo 6/5, Num 5/2, Prob 8, W = 18.7 (Misc has no judged problem: weight 0);
+    # n = Lin 2, Quad 3, Geo 3, Num 2, and Prob 1 when only judged problems are candidates (prob1), 2 when
+    # all are (prob1 and the unjudged prob2, which Prob's accuracy, measured on prob1, now reaches too)
     w_total = 18.7
+    n_prob = 1 if candidates == "judged" else 2
     expected = {
         "lin1": (2 / 2) / w_total,
         "linquad": (2 / 2 + 5 / 3) / w_total,  # reached through Lin or Quad
@@ -222,14 +229,16 @@ def test_skill_first_pick_has_the_documented_per_problem_probability(tree, pool)
         "geonum": (1.2 / 3 + 2.5 / 2) / w_total,
         "geo2": (1.2 / 3) / w_total,  # its two Geo chains are one leaf: no double chance
         "num1": (2.5 / 2) / w_total,
-        "prob1": (8 / 1) / w_total,  # prob2 is unjudged, so not among Prob's problems
-        "prob2": 0.0,
-        "misc1": 0.0,
+        "prob1": (8 / n_prob) / w_total,
+        "prob2": 0.0 if candidates == "judged" else (8 / 2) / w_total,
+        "misc1": 0.0,  # unjudged, and on a leaf of weight 0 either way
         "bare": 0.0,
     }
     assert sum(expected.values()) == pytest.approx(1.0)
     n = 1200
-    firsts = Counter(select(pool, tree, k=1, seed=s, w_max=8.0).unique_ids[0] for s in range(n))
+    firsts = Counter(
+        select(pool, tree, k=1, seed=s, w_max=8.0, candidates=candidates).unique_ids[0] for s in range(n)
+    )
     for uid, p in expected.items():
         if p == 0:
             assert firsts[uid] == 0, uid
@@ -466,6 +475,12 @@ def test_correct_portion_counts_student_correct_problems_from_the_verdicts(
         assert [student_correct(u) for u in ids] == pattern, ids
         assert [u in STUDENT_CORRECT for u in ids] == pattern
         assert all(judged(u) for u in ids)  # the rest are student-wrong, never unjudged
+        # candidates="all" (the default), but a correct portion needs verdicts: the unjudged problems the
+        # strategy could otherwise draw are left out and counted: prob2 and misc1 for the leaf strategies,
+        # and also the leafless 'bare' for random
+        assert sel.summary["candidates"] == "all"
+        assert sel.summary["n_unjudged_left_out"] == (3 if strategy == "random" else 2)
+        assert sel.summary["n_candidates"] == sel.summary["n_judged_candidates"] == 9
         n_correct = math.floor(portion * k + 0.5)
         s = sel.summary
         assert (s["n_selected_correct"], s["n_selected_wrong"], s["n_selected_unjudged"]) == (
@@ -519,3 +534,103 @@ def test_shares_l2_and_tv_are_computed_from_the_selected_leaf_occurrences(tree, 
         assert sel.summary["l2_to_target"] == pytest.approx(math.sqrt(float((diff**2).sum())), rel=1e-12)
         assert sel.summary["tv_to_target"] == pytest.approx(float(np.abs(diff).sum()) / 2, rel=1e-12)
         assert sel.summary["max_target_share"] == pytest.approx(float(target.max()))
+
+
+# ---------------------------------------------------------------- candidates: all tagged or judged only
+# 12 problems; judged: the 9 with statuses; unjudged: prob2 (on Prob, which has a judged problem), misc1
+# (the only problem on Misc, so Misc has no accuracy and weight 0) and bare (no chain).
+JUDGED = set(IDS) - UNJUDGED
+
+
+@pytest.mark.parametrize("strategy", ["skill", "skill-match", "random"])
+def test_all_draws_unjudged_problems_and_judged_does_not(tree, pool, strategy):
+    # the whole of what each strategy can reach: under "all" the unjudged prob2 is reached through Prob
+    # (weighted by prob1's accuracy); misc1 only through the weightless Misc, so never by the skill
+    # strategies; random takes every candidate, leafless and unjudged ones too
+    reach_all = set(IDS) if strategy == "random" else set(IDS) - {"misc1", "bare"}
+    sel = select(pool, tree, k=len(reach_all), strategy=strategy, w_max=8.0, candidates="all")
+    assert set(sel.unique_ids) == reach_all and "prob2" in sel.unique_ids
+    assert sel.summary["n_selected_unjudged"] == len(reach_all - JUDGED)
+    sel = select(pool, tree, k=9, strategy=strategy, w_max=8.0, candidates="judged")
+    assert set(sel.unique_ids) == JUDGED and sel.summary["n_selected_unjudged"] == 0
+    with pytest.raises(SelectionError, match="K=10 exceeds"):
+        select(pool, tree, k=10, strategy=strategy, w_max=8.0, candidates="judged")
+    # and a draw smaller than the pool: over seeds, "all" picks unjudged problems, "judged" never does
+    if strategy != "skill-match":  # deterministic: covered by the whole-reach check above
+        picked_all = {
+            u for s in range(40) for u in select(pool, tree, k=3, strategy=strategy, seed=s).unique_ids
+        }
+        picked_judged = {
+            u
+            for s in range(40)
+            for u in select(pool, tree, k=3, strategy=strategy, seed=s, candidates="judged").unique_ids
+        }
+        assert "prob2" in picked_all and picked_judged <= JUDGED
+
+
+# (strategy, candidates) -> (n_candidates, n_judged_candidates, n_available), counted by hand:
+#   skill, skill-match, balanced draw from problems with a leaf: all 11 but 'bare' (9 judged); the skill
+#   strategies reach 10 of them (not misc1, whose only leaf has weight 0), balanced all 11;
+#   random draws from all 12 (9 judged); "judged" keeps the 9 judged ones, every one of them reachable
+SUMMARY_COUNTS = {
+    ("skill", "all"): (11, 9, 10),
+    ("skill-match", "all"): (11, 9, 10),
+    ("balanced", "all"): (11, 9, 11),
+    ("random", "all"): (12, 9, 12),
+    ("skill", "judged"): (9, 9, 9),
+    ("skill-match", "judged"): (9, 9, 9),
+    ("balanced", "judged"): (9, 9, 9),
+    ("random", "judged"): (9, 9, 9),
+}
+
+
+@pytest.mark.parametrize(("strategy", "candidates"), list(SUMMARY_COUNTS))
+def test_summary_counts_the_candidates_and_k_over_candidates(tree, pool, strategy, candidates):
+    n_candidates, n_judged, n_available = SUMMARY_COUNTS[(strategy, candidates)]
+    s = select(pool, tree, k=3, strategy=strategy, w_max=8.0, candidates=candidates).summary
+    assert s["candidates"] == candidates
+    assert (s["n_candidates"], s["n_judged_candidates"], s["n_available"]) == (
+        n_candidates,
+        n_judged,
+        n_available,
+    )
+    assert s["k_over_candidates"] == pytest.approx(3 / n_candidates)  # e.g. 3/11, 3/12, 3/9
+    assert s["n_unjudged_left_out"] == 0  # no correct portion: nothing left out for want of verdicts
+    assert s["n_leaves_unjudged"] == 2  # Misc (only misc1, unjudged) and Empty (no problem)
+    assert s["n_pool"] == 12
+
+
+def test_summary_counts_exclusion_and_the_difficulty_band(tree):
+    # 4 problems, 2 judged (a, c); b and d unjudged; d out of the band; a excluded
+    pool = Pool.from_arrays(
+        ["a", "b", "c", "d"],
+        [[GEO], [GEO], [NUM], [NUM]],
+        [2, 0, 1, 0],
+        [1, 0, 0, 0],
+        metadata=[{"rate": 0.5}, {"rate": 0.3}, {"rate": 0.4}, {"rate": 0.9}],
+    )
+    kw: dict[str, Any] = {"strategy": "difficulty", "difficulty_field": "rate", "exclude_ids": ["a"]}
+    s = select(pool, tree, k=1, **kw).summary
+    # in the band and not excluded: b, c (c judged)
+    assert (s["n_candidates"], s["n_judged_candidates"], s["k_over_candidates"]) == (2, 1, 0.5)
+    s = select(pool, tree, k=1, candidates="judged", **kw).summary
+    assert (s["n_candidates"], s["n_judged_candidates"], s["k_over_candidates"]) == (1, 1, 1.0)
+    # a correct portion: b is left out for want of a verdict
+    s = select(pool, tree, k=1, correct_portion=0.0, **kw).summary
+    assert (s["n_candidates"], s["n_unjudged_left_out"]) == (1, 1)
+    # K = 0 over no candidate: no ratio
+    s = select(pool, tree, k=0, exclude_ids=["a", "b", "c", "d"], strategy="random").summary
+    assert s["n_candidates"] == 0 and s["k_over_candidates"] is None
+
+
+@pytest.mark.parametrize("strategy", ["skill", "skill-match", "random", "difficulty", "balanced"])
+def test_judged_candidates_without_verdicts_is_a_clear_error(tree, pool, strategy):
+    # the same problems with no verdicts at all (a profile gives the skill strategies their accuracy)
+    bare_pool = Pool.from_arrays(IDS, [PROBLEMS[u][0] for u in IDS], metadata=[{"rate": 0.5}] * len(IDS))
+    from skillcore.profile import SkillProfile
+
+    profile = SkillProfile.from_arrays(tree, pool.chains, pool.attempts, pool.correct)
+    kw: dict[str, Any] = {"strategy": strategy, "difficulty_field": "rate", "profile": profile}
+    with pytest.raises(SelectionError, match="candidates='judged' but no pool problem is judged"):
+        select(bare_pool, tree, k=1, candidates="judged", **kw)
+    assert len(select(bare_pool, tree, k=1, candidates="all", **kw)) == 1  # the default draws from all

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from skillcore.io import read_jsonl, write_jsonl
 from skillcore.profile import SkillProfile
@@ -72,7 +73,7 @@ def test_cli_end_to_end_with_verdicts(tree, tmp_path):
     args += ["--exclude", str(tmp_path / "heldout.txt")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["n_selected"] == 20 and summary["n_excluded"] == 2
     rows = list(read_jsonl(out))
     expected = select(
@@ -123,7 +124,7 @@ def test_cli_with_a_profile_and_errors(tree, tmp_path):
     no_acc = runner.invoke(app, [*base, "--k", "5"])
     assert no_acc.exit_code == 2 and "needs per-leaf accuracy" in no_acc.output
     partial = runner.invoke(app, [*base, "--k", "1000", "--strategy", "random", "--allow-partial"])
-    assert partial.exit_code == 0 and json.loads(partial.output)["n_selected"] == 90
+    assert partial.exit_code == 0 and json.loads(partial.stdout)["n_selected"] == 90
     (tmp_path / "bad.jsonl").write_text('{"unique_id": "a"}\n')
     bad = runner.invoke(
         app, ["select", "--pool", str(tmp_path / "bad.jsonl"), "--tree", str(tmp_path / "tree.json")]
@@ -182,7 +183,7 @@ def test_cli_option_plumbing(tree, tmp_path):
     flags += ["--skill", "Algebra", "--skill", "Counting", "--max-depth", "2"]
     result = CliRunner().invoke(app, [*base, *flags])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["n_selected_correct"] == 6
+    assert json.loads(result.stdout)["n_selected_correct"] == 6
     saved = json.loads((tmp_path / "r" / "summary.json").read_text())["config"]
     assert (
         saved["prior"] == [2.0, 3.0]
@@ -205,3 +206,39 @@ def test_cli_option_plumbing(tree, tmp_path):
     assert (tmp_path / "r" / "selected_ids.txt").read_text().split() == expected.unique_ids
     bad = CliRunner().invoke(app, [*base, "--prior", "2"])
     assert bad.exit_code == 2 and "alpha,beta" in bad.output
+
+
+def test_cli_candidates_option_and_k_over_candidates(tree, tmp_path):
+    tagged, verdicts = random_records(90, seed=6, judged_share=0.5)
+    judged = {v.unique_id for v in verdicts}
+    assert 20 < len(judged) < 70
+    tree.save(tmp_path / "tree.json")
+    write_jsonl(tmp_path / "pool.jsonl", tagged)
+    write_jsonl(tmp_path / "verdicts.jsonl", verdicts)
+    base = ["select", "--pool", str(tmp_path / "pool.jsonl"), "--verdicts", str(tmp_path / "verdicts.jsonl")]
+    base += ["--tree", str(tmp_path / "tree.json"), "--k", "60", "--strategy", "random"]
+    runner = CliRunner()
+    every = runner.invoke(app, [*base, "--out", str(tmp_path / "all.jsonl")])  # the default: all
+    assert every.exit_code == 0, every.output
+    summary = json.loads(every.stdout)
+    assert (summary["candidates"], summary["n_candidates"], summary["n_judged_candidates"]) == (
+        "all",
+        90,
+        len(judged),
+    )
+    assert summary["k_over_candidates"] == pytest.approx(60 / 90)
+    assert f"K / candidates = 60 / 90 = 66.67% (candidates=all: {len(judged)} of them judged)" in every.stderr
+    assert {r["unique_id"] for r in read_jsonl(tmp_path / "all.jsonl")} - judged  # unjudged ones drawn
+    only = runner.invoke(
+        app, [*base, "--k", "20", "--candidates", "judged", "--out", str(tmp_path / "judged.jsonl")]
+    )
+    assert only.exit_code == 0, only.output
+    summary = json.loads(only.stdout)
+    assert summary["n_candidates"] == summary["n_judged_candidates"] == len(judged)
+    assert summary["k_over_candidates"] == pytest.approx(20 / len(judged))
+    assert {r["unique_id"] for r in read_jsonl(tmp_path / "judged.jsonl")} <= judged
+    bad = runner.invoke(app, [*base, "--candidates", "some"])
+    assert bad.exit_code == 2 and "--candidates must be 'all' or 'judged'" in bad.output
+    no_verdicts = ["select", "--pool", str(tmp_path / "pool.jsonl"), "--tree", str(tmp_path / "tree.json")]
+    none = runner.invoke(app, [*no_verdicts, "--k", "5", "--strategy", "random", "--candidates", "judged"])
+    assert none.exit_code == 2 and "no pool problem is judged" in none.output

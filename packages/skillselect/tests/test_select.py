@@ -83,12 +83,22 @@ def test_leaves_without_judged_items_get_no_weight_and_are_not_drawn(tree):
     assert on_counting
     verdicts = [v for v in verdicts if v.unique_id not in on_counting]
     pool = Pool.from_records(tagged, verdicts)
-    sel = select(pool, tree, k=20, allow_partial=True)
+    sel = select(pool, tree, k=20, allow_partial=True, candidates="judged")
     row = sel.report.iloc[5]
     assert np.isnan(row["accuracy"]) and row["weight"] == 0 and row["target_share"] == 0
     assert row["selected"] == 0
     judged_now = {v.unique_id for v in verdicts}
     assert set(sel.unique_ids) <= judged_now < judged_ids
+    assert sel.summary["n_leaves_unjudged"] == 1
+    # drawing from all candidates: a 'Counting' problem with another chain can come in through that other
+    # leaf, never through 'Counting' itself; one with only 'Counting' chains cannot come in at all
+    only_counting = {t.unique_id for t in tagged if all(c == LEAVES[5] for c in t.chains)}
+    assert only_counting
+    sel = select(pool, tree, k=60, candidates="all")
+    row = sel.report.iloc[5]
+    assert row["weight"] == 0 and row["target_share"] == 0 and row["drawn"] == 0
+    assert not set(sel.unique_ids) & only_counting and set(sel.unique_ids) & (on_counting - only_counting)
+    assert sel.summary["n_leaves_unjudged"] == 1
 
 
 def test_empty_pool(tree):

@@ -510,7 +510,11 @@ def profile(
 def select(
     st: Stages, cfg: SelectSection, tagged: StageResult, verdicts: StageResult, tree_result: StageResult
 ) -> dict[str, StageResult]:
-    """K training problems by the chosen strategy, and by each baseline for comparison."""
+    """K training problems by the chosen strategy, and by each baseline for comparison.
+
+    The pool is every tagged problem that carries a chain, with the verdicts of those the profile stage
+    judged; ``select.candidates`` decides what the strategies draw from (``all``: every tagged problem, the
+    leaf accuracies still measured on the judged ones; ``judged``: the judged ones only)."""
     out: dict[str, StageResult] = {}
     inputs = {
         "tagged": tagged.digest("tagged"),
@@ -527,14 +531,18 @@ def select(
 
             tree = SkillTree.load(tree_result.path("tree"))
             verdict_rows = [Verdict.model_validate(r) for r in read_jsonl(verdicts.path("verdicts"))]
-            judged = {v.unique_id for v in verdict_rows}
             rows = [TaggedProblem.model_validate(r) for r in read_jsonl(tagged.path("tagged"))]
-            pool = Pool.from_records([r for r in rows if r.unique_id in judged], verdict_rows)
+            pool = Pool.from_records([r for r in rows if r.chains], verdict_rows)
             selection = choose(pool, tree, config)
             selection.save(out=folder / "selected.jsonl", report_dir=folder)
             run_id = log_selection(selection, dataset_name=f"selected-{name}")
             mlflow.MlflowClient().set_tag(run_id, STAGE_KEY_TAG, key)
-            keys = ("l2_to_target", "n_leaves_selected", "n_selected_correct", "n_selected_wrong")
+            keys = (
+                *("l2_to_target", "n_leaves_selected", "n_selected_correct", "n_selected_wrong"),
+                # K / candidates: the share of what it could draw from that the selection takes
+                *("candidates", "n_candidates", "n_judged_candidates", "k_over_candidates"),
+                "n_leaves_unjudged",  # leaves without a judged problem: weight 0, never drawn through
+            )
             summary = {
                 k: round(v, 4) if isinstance(v, float) else v
                 for k, v in selection.summary.items()
@@ -555,7 +563,8 @@ WEIGHT_FIELDS = {"temperature", "w_max", "use_posterior", "prior", "smoothing"}
 
 
 def _selection_key(config: Any) -> dict[str, Any]:
-    """What decides a selection: ``random`` or ``balanced`` do not change with the weight settings."""
+    """What decides a selection: ``random`` or ``balanced`` do not change with the weight settings;
+    ``candidates`` (what a strategy draws from) shapes every strategy, so it is always in the key."""
     from skillselect.core import STRATEGIES
 
     spec = STRATEGIES.get(config.strategy)

@@ -20,6 +20,13 @@ from skillselect.core import (
 from skillselect.pool import Pool, PoolError, read_ids
 from skillselect.report import log_selection, save_selection, selection_figure
 from skillselect.samplers import greedy_match, naive_match, sample_by_leaf
+from skillselect.targets import (
+    profile_fraction_rows,
+    share_ratio,
+    skill_target,
+    subsample_judged,
+    target_distance,
+)
 from skillselect.weights import leaf_weights, smoothed_accuracy
 
 __all__ = [
@@ -37,11 +44,16 @@ __all__ = [
     "leaf_weights",
     "log_selection",
     "naive_match",
+    "profile_fraction_rows",
     "read_ids",
     "register_strategy",
     "sample_by_leaf",
     "save_selection",
     "select",
     "selection_figure",
+    "share_ratio",
+    "skill_target",
     "smoothed_accuracy",
+    "subsample_judged",
+    "target_distance",
 ]

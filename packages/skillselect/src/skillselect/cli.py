@@ -57,6 +57,13 @@ def select_command(
     difficulty_high: float = 0.625,
     allow_partial: Annotated[bool, typer.Option(help="return fewer than K instead of failing")] = False,
     unknown_chains: Annotated[str, typer.Option(help="'error' or 'skip' chains not in the tree")] = "error",
+    candidates: Annotated[
+        str,
+        typer.Option(
+            help="'all': draw from every tagged problem (leaf accuracy from the judged ones); "
+            "'judged': only from problems with verdicts"
+        ),
+    ] = "all",
     mlflow: Annotated[bool, typer.Option(help="log the selection to MLflow (MLFLOW_TRACKING_URI)")] = False,
 ) -> None:
     """Select K problems; print the summary as JSON."""
@@ -82,6 +89,7 @@ def select_command(
             difficulty_band=(difficulty_low, difficulty_high),
             allow_partial=allow_partial,
             unknown_chains=_unknown(unknown_chains),
+            candidates=_candidates(candidates),
         )
         selection = select(data, skill_tree, config, profile=loaded)
     except _ERRORS as exc:
@@ -97,6 +105,7 @@ def select_command(
         run_id = log_selection(selection, source=str(pool.resolve()))
         selection.summary["mlflow_run_id"] = run_id
     typer.echo(json.dumps(selection.summary, indent=1))
+    typer.echo(_k_over_candidates(selection.summary), err=True)
 
 
 @app.command("strategies")
@@ -114,6 +123,24 @@ def _parse_prior(text: str | None) -> tuple[float, float] | None:
     if len(parts) != 2:
         raise ValueError(f"--prior must be 'alpha,beta', got {text!r}")
     return float(parts[0]), float(parts[1])
+
+
+def _candidates(text: str) -> Literal["all", "judged"]:
+    if text == "all":
+        return "all"
+    if text == "judged":
+        return "judged"
+    raise ValueError(f"--candidates must be 'all' or 'judged', got {text!r}")
+
+
+def _k_over_candidates(summary: dict[str, object]) -> str:
+    """One line for people: K over the problems the strategy could draw from (the JSON is on stdout)."""
+    ratio = summary["k_over_candidates"]
+    share = f"{ratio:.2%}" if isinstance(ratio, float) else "n/a"
+    return (
+        f"K / candidates = {summary['k_requested']} / {summary['n_candidates']} = {share} "
+        f"(candidates={summary['candidates']}: {summary['n_judged_candidates']} of them judged)"
+    )
 
 
 def _unknown(text: str) -> Literal["error", "skip"]:

@@ -4,6 +4,11 @@ Leaf universe: the leaves of the skill tree (cut at ``max_depth`` when given; de
 at their prefix), limited to the subtrees named by ``skills`` when given. A problem's leaf set is the
 distinct universe leaves its chains reach. Per-leaf accuracy comes from a :class:`skillcore.SkillProfile`
 (built from the pool's verdicts, or given, e.g. loaded from the profiler's JSON).
+
+Candidates (``SelectConfig.candidates``): profiling answers a sample of the pool, the profile estimates each
+leaf's accuracy from it, and under ``"all"`` (the default) every strategy then draws from every candidate
+problem, judged or not; under ``"judged"`` every strategy draws only from the judged problems. A
+``correct_portion`` needs per-problem verdicts, so it always draws from judged problems only.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ from skillselect.weights import leaf_weights, smoothed_accuracy
 
 class SelectionError(ValueError):
     """The selection cannot be made as asked (K too large, missing verdicts, unknown skills...)."""
+
+
+_NOTHING_JUDGED = (
+    "candidates='judged' but no pool problem is judged (the pool has no verdicts): nothing to draw from; "
+    "give verdicts for the pool or use candidates='all'"
+)
 
 
 # How chains are resolved to tree nodes and aggregated into the leaf matrix and the profile:
@@ -62,6 +73,9 @@ class SelectConfig(BaseModel):
     difficulty_band: tuple[float, float] = (0.25, 0.625)
     allow_partial: bool = False  # return what the pool can give instead of raising when K is too large
     unknown_chains: Literal["error", "skip"] = "error"
+    # what every strategy draws from: "all" candidate problems (unjudged ones included; the skill strategies
+    # still weight leaves by the accuracy measured on the judged ones) or only the "judged" ones
+    candidates: Literal["all", "judged"] = "all"
 
     @model_validator(mode="after")
     def _check(self) -> SelectConfig:
@@ -96,6 +110,8 @@ class SelectionContext:
     accuracy_used: np.ndarray  # raw, posterior mean or smoothed, per the config
     weight: np.ndarray  # leaf weight (0 for unjudged leaves)
     stats: dict[str, int] = field(default_factory=dict)
+    drawn_from: np.ndarray | None = None  # set by ``eligible``: the problems the strategy draws from
+    n_unjudged_left_out: int = 0  # set by ``eligible``: unjudged problems left out for want of verdicts
 
     @property
     def n_leaves(self) -> int:
@@ -117,15 +133,33 @@ class SelectionContext:
             raise SelectionError("correct_portion needs per-problem verdicts (student-correct vs wrong)")
         return mask
 
-    def eligible(self, *, need_leaf: bool, need_judged: bool) -> np.ndarray:
+    def eligible(
+        self, *, need_leaf: bool, need_judged: bool = False, within: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The problems a strategy draws from: the candidates (not excluded; in the named skills), with a
+        leaf when ``need_leaf``, inside ``within`` when given, and judged when ``config.candidates`` is
+        ``"judged"``. A strategy that needs per-problem verdicts (``need_judged``, or any strategy with a
+        ``correct_portion``: an unjudged problem is neither student-correct nor wrong) draws from judged
+        problems only, whatever ``candidates`` says; how many unjudged problems that leaves out is kept in
+        ``n_unjudged_left_out``. The mask is kept in ``drawn_from`` (the summary's ``n_candidates``)."""
         mask = self.candidate.copy()
         if need_leaf:
             mask &= self.has_leaf
+        if within is not None:
+            mask &= within
         judged = self.pool.judged_mask()
-        if (need_judged or self.config.correct_portion is not None) and judged is not None:
+        if self.config.candidates == "judged":
+            if judged is None:
+                raise SelectionError(_NOTHING_JUDGED)
             mask &= judged
         if self.config.correct_portion is not None:
             self.correct_mask()  # raises without verdicts
+        if need_judged or self.config.correct_portion is not None:
+            if judged is None:
+                raise SelectionError("this strategy needs per-problem verdicts: give verdicts for the pool")
+            self.n_unjudged_left_out = int(np.count_nonzero(mask & ~judged))
+            mask &= judged
+        self.drawn_from = mask.copy()  # a copy: a strategy may narrow its own mask further
         return mask
 
     def cap(self, k: int, available: int, what: str) -> int:
@@ -238,9 +272,10 @@ def _sample_leaves(
 @register_strategy("skill", needs_accuracy=True, description="draw a leaf by weight, then a problem in it")
 def skill_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> StrategyResult:
     """Default sampler: until K distinct, draw a leaf with probability proportional to its weight, then
-    a judged problem uniformly among that leaf's problems (right and wrong alike)."""
+    a problem uniformly among that leaf's candidate problems (right and wrong alike; unjudged ones too
+    under ``candidates="all"``)."""
     ctx.require_accuracy("skill")
-    eligible = ctx.eligible(need_leaf=True, need_judged=True)
+    eligible = ctx.eligible(need_leaf=True)
     rows, via, draws, available, info = _sample_leaves(ctx, eligible, ctx.weight, k, rng)
     return StrategyResult(rows, _normalised(ctx.weight), available, via, draws, info)
 
@@ -250,7 +285,7 @@ def match_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> S
     """Matching sampler: add problems one at a time, each time the one that brings the selection's
     normalised leaf histogram closest (L2) to the normalised weights. Deterministic (no randomness)."""
     ctx.require_accuracy("skill-match")
-    eligible = ctx.eligible(need_leaf=True, need_judged=True)
+    eligible = ctx.eligible(need_leaf=True)
     eligible &= reachable_rows(ctx.matrix, ctx.weight)
     rows = np.flatnonzero(eligible)
     target = _normalised(ctx.weight)
@@ -289,7 +324,7 @@ def _uniform(
 @register_strategy("random", description="uniform over the candidate problems")
 def random_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> StrategyResult:
     """K problems uniformly without replacement (the paper's random baseline)."""
-    eligible = ctx.eligible(need_leaf=False, need_judged=False)
+    eligible = ctx.eligible(need_leaf=False)
     rows, available = _uniform(ctx, eligible, k, rng, "candidate problems")
     return StrategyResult(rows, ctx.leaf_share(np.flatnonzero(eligible)), available)
 
@@ -307,7 +342,7 @@ def difficulty_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator)
     values = np.array([_as_float(m.get(name)) for m in ctx.pool.metadata], dtype=np.float64)
     low, high = ctx.config.difficulty_band
     in_band = (values >= low) & (values <= high)  # NaN compares False
-    eligible = ctx.eligible(need_leaf=False, need_judged=False) & in_band
+    eligible = ctx.eligible(need_leaf=False, within=in_band)
     rows, available = _uniform(ctx, eligible, k, rng, f"candidate problems with {name} in [{low}, {high}]")
     info = {"n_missing_difficulty": int(np.isnan(values).sum()), "n_in_band": int(in_band.sum())}
     return StrategyResult(rows, ctx.leaf_share(np.flatnonzero(eligible)), available, info=info)
@@ -316,7 +351,7 @@ def difficulty_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator)
 @register_strategy("balanced", description="uniform over leaves, then a problem in the leaf")
 def balanced_strategy(ctx: SelectionContext, k: int, rng: np.random.Generator) -> StrategyResult:
     """The leaf sampler with equal weight on every leaf that has a candidate problem."""
-    eligible = ctx.eligible(need_leaf=True, need_judged=False)
+    eligible = ctx.eligible(need_leaf=True)
     present = np.asarray(ctx.matrix[np.flatnonzero(eligible)].sum(axis=0)).ravel() > 0
     weight = present.astype(np.float64)
     rows, via, draws, available, info = _sample_leaves(ctx, eligible, weight, k, rng)
@@ -382,6 +417,10 @@ def build_context(
     stats["n_exclude_ids_not_in_pool"] = sum(i is None for i in excluded)
     if prefixes is not None:
         candidate &= np.diff(matrix.indptr) > 0
+    if config.candidates == "judged":
+        judged_rows = pool.judged_mask()
+        if judged_rows is None or not judged_rows.any():
+            raise SelectionError(_NOTHING_JUDGED)
 
     if profile is not None:
         if profile.tree is not tree and profile.tree.content_hash() != tree.content_hash():
@@ -693,6 +732,11 @@ def _assemble(
         }
     )
     k_requested = config.k
+    drawn_from = ctx.drawn_from
+    n_candidates = int(result.available) if drawn_from is None else int(np.count_nonzero(drawn_from))
+    n_judged_candidates = (
+        0 if drawn_from is None or judged_mask is None else int(np.count_nonzero(drawn_from & judged_mask))
+    )
     summary: dict[str, Any] = {
         "strategy": spec.name,
         "k_requested": k_requested,
@@ -700,9 +744,15 @@ def _assemble(
         "partial": bool(rows.size < k_requested),
         "seed": config.seed,
         "n_pool": pool.n,
+        "candidates": config.candidates,
+        "n_candidates": n_candidates,
+        "n_judged_candidates": n_judged_candidates,
+        "k_over_candidates": k_requested / n_candidates if n_candidates else None,
+        "n_unjudged_left_out": ctx.n_unjudged_left_out,
         "n_available": int(result.available),
         "n_leaves": ctx.n_leaves,
         "n_leaves_weighted": int((ctx.weight > 0).sum()),
+        "n_leaves_unjudged": int(np.count_nonzero(ctx.leaf_attempts == 0)),
         "n_leaves_selected": int((selected_counts > 0).sum()),
         "n_selected_correct": n_correct,
         "n_selected_wrong": n_wrong,
