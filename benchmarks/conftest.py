@@ -2,8 +2,9 @@
 
 Every benchmark asks for the ``bench`` fixture and calls ``bench.conditions(...)`` first: it samples how
 many cores other processes are using (from /proc/stat, over a short window, minus this process), reads the
-load average and the torch thread count, stores all of it in the benchmark's ``extra_info`` and warns when
-the machine is busy. ``bench.figure(...)`` stores the benchmark's headline figure (what the README table
+load average, the torch thread count, the CPU model and the instruction-set flags that decide encoder speed
+(``cpu_info``: avx2, avx512f, avx512_vnni, amx_*, from /proc/cpuinfo), stores all of it in the benchmark's
+``extra_info`` and warns when the machine is busy. ``bench.figure(...)`` stores the benchmark's headline figure (what the README table
 shows); ``bench.baseline(...)`` times a baseline in the same process, interleaved with the measured rounds,
 for figures that are a ratio against it.
 
@@ -22,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import functools
 import statistics
 import sys
 import time
@@ -56,8 +58,46 @@ def _own_cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+# instruction sets that decide how fast the encoders run: int8 ONNX is fast only with VNNI (or AMX), fp32
+# and torch with AVX-512 over AVX2
+SPEED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict[str, str]:
+    """The CPU model and which of ``SPEED_FLAGS`` it has (in that order), from /proc/cpuinfo ("?" off Linux)."""
+    model, flags = "?", ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "?":
+                    model = " ".join(value.split())
+                elif key == "flags" and not flags:
+                    have = set(value.split())
+                    flags = " ".join(f for f in SPEED_FLAGS if f in have) or "none"
+                if model != "?" and flags:
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": flags or "?"}
+
+
 def sample_conditions(window_s: float = SAMPLE_S) -> dict[str, Any]:
-    """Cores used by other processes over ``window_s`` (this process excluded), load average, cores."""
+    """Cores used by other processes over ``window_s`` (this process excluded), load average, cores, and the
+    CPU model with its speed-deciding instruction-set flags (``cpu_info``)."""
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     j0, own0, t0 = _cpu_jiffies(), _own_cpu_s(), time.perf_counter()
     time.sleep(window_s)
@@ -72,6 +112,7 @@ def sample_conditions(window_s: float = SAMPLE_S) -> dict[str, Any]:
         "others_cores": None if others is None else round(others, 2),
         "load_1m": round(load[0], 2),
         "load_5m": round(load[1], 2),
+        **cpu_info(),
     }
 
 
@@ -192,6 +233,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     machine_info["usable_cores"] = cores
+    # pytest-benchmark's own "cpu" entry (brand, every flag) stays; these are the flags that decide speed
+    machine_info["cpu_speed_flags"] = cpu_info()["cpu_flags"]
     try:
         pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
         machine_info["memory_gib"] = round(pages * page / 2**30, 1)
@@ -207,7 +250,10 @@ def _fmt_conditions(c: dict[str, Any] | None) -> str:
     state = "BUSY" if c.get("busy") else "quiet"
     end = f"->{c['load_1m_end']}" if "load_1m_end" in c else ""
     threads = c.get("threads")
-    return f"{state} (others {others} cores, load {c.get('load_1m')}{end}, torch threads {threads or '-'})"
+    cpu = f", {c['cpu']} [{c.get('cpu_flags', '?')}]" if "cpu" in c else ""
+    return (
+        f"{state} (others {others} cores, load {c.get('load_1m')}{end}, torch threads {threads or '-'}{cpu})"
+    )
 
 
 def _figures_lines(config: pytest.Config) -> list[str]:

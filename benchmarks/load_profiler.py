@@ -15,6 +15,7 @@ while other processes use the cores are marked busy).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -135,6 +136,15 @@ def concurrent_load(url: str, clients: int, per_client: int, items: int) -> dict
     }
 
 
+def bench_cpu_info() -> dict[str, str]:
+    """The CPU model and speed-deciding flags, as benchmarks/conftest.py records them for every benchmark."""
+    spec = importlib.util.spec_from_file_location("bench_conftest", Path(__file__).with_name("conftest.py"))
+    assert spec is not None and spec.loader is not None
+    bench_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_conftest)
+    return dict(bench_conftest.cpu_info())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--judge-workers", type=int, default=2)
@@ -161,8 +171,10 @@ def main() -> None:
             behind = small_latency(url, max(3, args.requests // 4), behind_slow=True, round_id=2)
             loads = {c: concurrent_load(url, c, args.requests, 10) for c in (8, 32)}
     load_after = os.getloadavg()[0]
+    cpu = bench_cpu_info()
     print(
-        f"\n`/judge` over HTTP, {args.judge_workers} judge workers, load {load_before:.2f} -> {load_after:.2f}\n"
+        f"\n`/judge` over HTTP, {args.judge_workers} judge workers, load {load_before:.2f} -> {load_after:.2f}, "
+        f"CPU {cpu['cpu']} [{cpu['cpu_flags']}]\n"
     )
     print("| scenario | requests | req/s | answers/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")

@@ -378,7 +378,7 @@ def conditions() -> str:
     state = bench_conftest.sample_conditions(1.0)
     return (
         f"{state['cores']} cores, other processes using {state['others_cores']} cores, "
-        f"load average {state['load_1m']}"
+        f"load average {state['load_1m']}, CPU {state['cpu']} [{state['cpu_flags']}]"
     )
 
 

@@ -37,6 +37,8 @@ def _machine(info: dict[str, Any]) -> str:
     brand = cpu.get("brand_raw") or info.get("processor") or info.get("machine", "?")
     cores = info.get("usable_cores") or cpu.get("count", "?")
     memory = f", {info['memory_gib']:.0f} GiB" if info.get("memory_gib") else ""
+    if info.get("cpu_speed_flags"):
+        brand = f"{brand} [{info['cpu_speed_flags']}]"
     return (
         f"`{info.get('node', '?')}` ({info.get('system', '?')} {info.get('machine', '')}, {brand}, "
         f"{cores} cores{memory}, Python {info.get('python_version', '?')})"
@@ -54,7 +56,8 @@ def _conditions(c: dict[str, Any] | None) -> str:
     load = f"load {c.get('load_1m')}"
     if "load_1m_end" in c:
         load += f" -> {c['load_1m_end']}"
-    return f"{text}, {load}"
+    flags = f", {c['cpu_flags']}" if c.get("cpu_flags") else ""
+    return f"{text}, {load}{flags}"
 
 
 def render(run: dict[str, Any], source: str) -> str:

@@ -1,4 +1,5 @@
-"""Fast sentence encoders for the embedding backend: ONNX Runtime over an ONNX export of the packaged model.
+"""Fast sentence encoders for the embedding backend: ONNX Runtime over an ONNX export of the packaged model,
+and a static token table distilled from it (``StaticEncoder``, at the end of this module).
 
 ``OnnxEncoder`` has the surface of a SentenceTransformer that the embedding backend uses
 (``encode(texts, batch_size=..., convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)``
@@ -418,3 +419,160 @@ class OnnxEncoder:
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({self.spec.folder.name!r}, precision={self.precision!r}, threads={self.threads})"
+
+
+# ---------------------------------------------------------------------------------------------- static
+# Bump when the distillation recipe changes (it is part of the cache key, like EXPORT_RECIPE).
+STATIC_RECIPE = "model2vec-distill/mean/sif1e-4/float32/v1"
+STATIC_PCA_DIMS = 256
+STATIC_MAX_TOKENS = 512  # model2vec's own default truncation
+
+
+def static_path(
+    folder: str | Path | None = None, pca_dims: int = STATIC_PCA_DIMS, cache_dir: Path | None = None
+) -> Path:
+    """Where the static token table distilled from ``folder`` (None: the packaged model) lives in the cache."""
+    if pca_dims < 1:
+        raise ValueError("pca_dims must be at least 1")
+    root = Path(folder) if folder else _default_model_folder()
+    key = hashlib.sha256(f"{model_digest(root)}|{STATIC_RECIPE}|pca{pca_dims}".encode()).hexdigest()[:24]
+    return (cache_dir or cache_root()) / "static" / key / f"static-pca{pca_dims}.npz"
+
+
+def ensure_static(
+    folder: str | Path | None = None,
+    pca_dims: int = STATIC_PCA_DIMS,
+    *,
+    cache_dir: Path | None = None,
+    rebuild: bool = False,
+) -> Path:
+    """The cached static token table of a sentence-transformers folder (None: the packaged model): every
+    vocabulary token run through the transformer once (model2vec's distillation: mean-pooled, PCA to
+    ``pca_dims``, Zipf/SIF-weighted), kept with the tokenizer it was made for. Built once per machine, like
+    the ONNX export (atomic write, manifest with SHA-256, file lock); rebuilt when missing, when it does not
+    match its manifest, or when ``rebuild`` is set."""
+    root = Path(folder) if folder else _default_model_folder()
+    target = static_path(root, pca_dims, cache_dir)
+    if not rebuild and _is_valid(target):
+        return target
+    with _file_lock(target.parent):
+        if not rebuild and _is_valid(target):  # another process built it while we waited
+            return target
+        _manifest(target).unlink(missing_ok=True)
+        ModelSpec.read(root)  # the same model checks as the export: mean pooling, a fast tokenizer
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+            built = Path(tmp) / target.name
+            shape = _distill_static(root, pca_dims, built)
+            meta = {
+                "sha256": _file_sha256(built),
+                "size": built.stat().st_size,
+                "shape": list(shape),
+                "pca_dims": pca_dims,
+                "model_digest": model_digest(root),
+                "recipe": STATIC_RECIPE,
+                "versions": {**_versions(), **_static_versions()},
+            }
+            os.replace(built, target)
+            tmp_meta = Path(tmp) / "manifest.json"
+            tmp_meta.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            os.replace(tmp_meta, _manifest(target))  # the manifest is the commit marker
+    return target
+
+
+def _static_versions() -> dict[str, str]:
+    out = {}
+    for name in ("model2vec", "skeletoken", "tokenizers"):
+        with contextlib.suppress(Exception):
+            out[name] = str(__import__(name).__version__)
+    return out
+
+
+def _distill_static(folder: Path, pca_dims: int, out: Path) -> tuple[int, int]:
+    """Distil the token table with model2vec (local weights, torch on CPU) and write it with its tokenizer
+    to one ``.npz`` file: ``vectors`` (float32, one row per token id) and ``tokenizer`` (its JSON, as bytes)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from model2vec.distill import distill
+
+    model = distill(model_name=str(folder), pca_dims=pca_dims, device="cpu", quantize_to="float32")
+    vectors = np.ascontiguousarray(np.asarray(model.embedding, dtype=np.float32))
+    tokenizer = np.frombuffer(model.tokenizer.to_str().encode("utf-8"), dtype=np.uint8)
+    with open(out, "wb") as fh:
+        np.savez(fh, vectors=vectors, tokenizer=tokenizer)
+    return int(vectors.shape[0]), int(vectors.shape[1])
+
+
+def _load_static(path: Path) -> tuple[np.ndarray, Any]:
+    from tokenizers import Tokenizer
+
+    with np.load(path, allow_pickle=False) as data:
+        vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
+        tokenizer = Tokenizer.from_str(bytes(data["tokenizer"]).decode("utf-8"))
+    if vectors.ndim != 2 or tokenizer.get_vocab_size() > len(vectors):
+        raise ValueError(f"static table {path} does not fit its tokenizer")
+    return vectors, tokenizer
+
+
+class StaticEncoder:
+    """A SentenceTransformer stand-in over a static token table distilled from the packaged model (see
+    ``ensure_static``): a text's vector is the mean of its tokens' rows (no special tokens, unknown tokens
+    dropped, at most 512 tokens), unit-normalised. No transformer runs: thousands of texts a second on one
+    core of any CPU. Each text is encoded alone, so its vector never depends on its batch-mates or on
+    ``batch_size``; a text without known tokens gets the zero vector."""
+
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        *,
+        pca_dims: int = STATIC_PCA_DIMS,
+        threads: int | None = 1,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.folder = Path(folder) if folder else _default_model_folder()
+        self.pca_dims = pca_dims
+        self.threads = threads  # kept for the encoder surface: the lookup runs on the calling thread
+        self.path = ensure_static(self.folder, pca_dims, cache_dir=cache_dir)
+        try:
+            self.vectors, tokenizer = _load_static(self.path)
+        except Exception:  # a file that passed its manifest but does not load: rebuild once
+            self.path = ensure_static(self.folder, pca_dims, cache_dir=cache_dir, rebuild=True)
+            self.vectors, tokenizer = _load_static(self.path)
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(STATIC_MAX_TOKENS)
+        self.tokenizer = tokenizer
+        unk = getattr(tokenizer.model, "unk_token", None)
+        self.unk_id: int | None = tokenizer.token_to_id(unk) if unk else None
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    get_sentence_embedding_dimension = get_embedding_dimension
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = True,
+        **_: Any,
+    ) -> np.ndarray:
+        """Unit-normalised float32 rows in input order (one row for a single string); ``batch_size`` and
+        ``normalize_embeddings`` change nothing (the vectors are always normalised, as model2vec's are)."""
+        if isinstance(sentences, str):
+            return self.encode([sentences])[0]
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        texts = list(sentences)
+        out = np.zeros((len(texts), self.vectors.shape[1]), dtype=np.float32)
+        if not texts:
+            return out
+        for row, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            ids = [i for i in enc.ids if i != self.unk_id]
+            if ids:
+                vec = self.vectors[ids].mean(axis=0)
+                out[row] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+        return out
+
+    def __repr__(self) -> str:
+        return f"StaticEncoder({self.folder.name!r}, pca_dims={self.pca_dims})"

