@@ -2,7 +2,7 @@
 
 A :class:`Pool` is columnar so that 100K-problem pools stay cheap. Build it from skillcore records
 (:meth:`Pool.from_records`, verdicts joined by ``unique_id``), from plain arrays (:meth:`Pool.from_arrays`)
-or from JSONL files (:meth:`Pool.load`).
+or from JSONL files (:meth:`Pool.load`, read column by column: :mod:`skillselect.loading`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
-from skillcore.io import iter_rows
 from skillcore.records import TaggedProblem, Verdict
 
 
@@ -66,7 +64,7 @@ class Pool:
     attempts: np.ndarray | None = None
     correct: np.ndarray | None = None
     metadata: list[dict[str, Any]] | None = None
-    records: list[TaggedProblem] | None = None
+    records: Sequence[TaggedProblem] | None = None  # a list, or RowRecords (built on demand) from load()
     n_unmatched_verdicts: int = 0
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _codes: ChainCodes | None = field(default=None, init=False, repr=False)
@@ -88,20 +86,7 @@ class Pool:
                 raise PoolError(f"attempts and correct must be 1-D arrays of length {n}")
             if np.any(self.attempts < 0) or np.any(self.correct < 0) or np.any(self.correct > self.attempts):
                 raise PoolError("attempts and correct must satisfy 0 <= correct <= attempts")
-        index: dict[str, int] = {}
-        duplicates: list[str] = []
-        for i, uid in enumerate(self.unique_ids):
-            if not isinstance(uid, str) or not uid:
-                raise PoolError(f"row {i}: unique_id must be a non-empty string, got {uid!r}")
-            if uid in index:
-                duplicates.append(uid)
-            index[uid] = i
-        if duplicates:
-            raise PoolError(
-                f"{len(duplicates)} duplicate unique_id(s) in the pool, e.g. {duplicates[:5]}; "
-                "ids must be unique (de-duplicate the pool first)"
-            )
-        self._index = index
+        self._index = _id_index(self.unique_ids)
         self._codes = ChainCodes.encode(self.chains)
 
     # ------------------------------------------------------------------ construction
@@ -141,6 +126,24 @@ class Pool:
             pool._join_verdicts(verdicts)
         return pool
 
+    def _count_verdicts(
+        self, unique_ids: Sequence[str], sample_index: Sequence[int], correct: np.ndarray
+    ) -> None:
+        """``_join_verdicts`` on columns (what :meth:`load` reads): same counts, same errors."""
+        if len(set(zip(unique_ids, sample_index, strict=True))) < len(unique_ids):
+            seen: set[tuple[str, int]] = set()
+            for key in zip(unique_ids, sample_index, strict=True):
+                if key in seen:
+                    raise PoolError(f"duplicate verdict for unique_id={key[0]!r} sample_index={key[1]}")
+                seen.add(key)
+        rows = np.fromiter(
+            map(self._index.get, unique_ids, itertools.repeat(-1)), dtype=np.int64, count=len(unique_ids)
+        )
+        matched = rows >= 0
+        self.attempts = np.bincount(rows[matched], minlength=self.n).astype(np.int64)
+        self.correct = np.bincount(rows[matched & correct], minlength=self.n).astype(np.int64)
+        self.n_unmatched_verdicts = int(rows.size - matched.sum())
+
     def _join_verdicts(self, verdicts: Iterable[Verdict]) -> None:
         attempts = np.zeros(self.n, dtype=np.int64)
         correct = np.zeros(self.n, dtype=np.int64)
@@ -164,12 +167,22 @@ class Pool:
     @classmethod
     def load(cls, pool_path: str | Path, verdicts_path: str | Path | None = None) -> Pool:
         """Read TaggedProblem rows (and optionally Verdict rows) from JSONL files or ``hf://`` datasets;
-        errors name the file and row."""
-        tagged = [_validate(TaggedProblem, row, pool_path, n) for n, row in _numbered(pool_path)]
-        verdicts = None
-        if verdicts_path is not None:
-            verdicts = [_validate(Verdict, row, verdicts_path, n) for n, row in _numbered(verdicts_path)]
-        return cls.from_records(tagged, verdicts)
+        errors name the file and row. The same pool as :meth:`from_records` on the validated records,
+        read column by column (:mod:`skillselect.loading`); ``records`` builds a row's record on demand."""
+        from skillselect.loading import paused_gc, read_tagged, read_verdicts
+
+        with paused_gc():
+            tagged = read_tagged(pool_path)
+            verdicts = None if verdicts_path is None else read_verdicts(verdicts_path)
+            pool = cls(
+                unique_ids=tagged.unique_ids,
+                chains=tagged.chains,
+                metadata=tagged.metadata,
+                records=tagged.records,
+            )
+            if verdicts is not None:
+                pool._count_verdicts(verdicts.unique_ids, verdicts.sample_index, verdicts.correct)
+        return pool
 
     # ------------------------------------------------------------------ queries
     @property
@@ -211,18 +224,26 @@ class Pool:
         return out
 
 
-def _numbered(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    # JSONL (blank lines skipped, so rows are counted, not file lines) or an hf://owner/name[:split] dataset
-    return enumerate(iter_rows(path), start=1)
-
-
-def _validate(model: type[Any], row: dict[str, Any], path: str | Path, n: int) -> Any:
-    try:
-        return model.model_validate(row)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise PoolError(f"{path}: row {n}: not a {model.__name__}: {where}: {first['msg']}") from exc
+def _id_index(unique_ids: Sequence[Any]) -> dict[str, int]:
+    """Row of each id; the ids must be distinct non-empty strings (checked in C-level passes; the first
+    offender is looked up for the message)."""
+    if not (set(map(type, unique_ids)) <= {str} and 0 not in map(len, unique_ids)):
+        for i, uid in enumerate(unique_ids):
+            if not isinstance(uid, str) or not uid:
+                raise PoolError(f"row {i}: unique_id must be a non-empty string, got {uid!r}")
+    index = dict(zip(unique_ids, range(len(unique_ids)), strict=True))
+    if len(index) == len(unique_ids):
+        return index
+    seen: set[str] = set()
+    duplicates = []
+    for uid in unique_ids:
+        if uid in seen:
+            duplicates.append(uid)
+        seen.add(uid)
+    raise PoolError(
+        f"{len(duplicates)} duplicate unique_id(s) in the pool, e.g. {duplicates[:5]}; "
+        "ids must be unique (de-duplicate the pool first)"
+    )
 
 
 def read_ids(path: str | Path) -> list[str]:
