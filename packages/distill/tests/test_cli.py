@@ -180,6 +180,40 @@ def test_sharded_evaluation_merges_into_one_report(
     assert bad.exit_code == 2 and "0 <= I < N" in bad.output
 
 
+def test_workers_answer_the_shards_in_processes_and_merge(
+    tiny_student_dir: Path, world_benchmarks_small, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """``--workers 2``: two spawned processes write one shard file each (disjoint problems, every problem
+    once), the calling process scores them all, and the greedy answers are the single process's."""
+    from distill.rollout import shard_of
+
+    for name, rows in world_benchmarks_small.items():
+        write_jsonl(tmp_path / "world" / "benchmarks" / f"{name}.jsonl", rows)
+    runner = CliRunner()
+    ids = [p.unique_id for p in world_benchmarks_small["amc23"][:8]]
+    answers = {}
+    for workers in (1, 2):
+        out = tmp_path / f"eval-{workers}"
+        result = runner.invoke(app, ["evaluate", "--model", str(tiny_student_dir), "--out", str(out),
+                                     "--benchmarks", "amc23", "--world", str(tmp_path / "world"), "--preset",
+                                     "cpu-demo", "--limit", "8", "--device", "cpu", "--no-mlflow",
+                                     "--batch-size", "1", "--workers", str(workers)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        rows = [r for path in sorted((out / "amc23").glob("attempts*.jsonl")) for r in read_jsonl(path)]
+        assert sorted(r["unique_id"] for r in rows) == sorted(ids)  # every problem answered once
+        answers[workers] = {r["unique_id"]: r["response"] for r in rows}
+        report = json.loads((out / "eval_report.json").read_text())
+        assert sum(report["benchmarks"]["amc23"]["status_counts"].values()) == 8
+    for index in (0, 1):
+        shard_rows = list(read_jsonl(tmp_path / "eval-2" / "amc23" / f"attempts.shard-{index}-of-2.jsonl"))
+        assert sorted(r["unique_id"] for r in shard_rows) == sorted(i for i in ids if shard_of(i, 2) == index)
+    assert answers[2] == answers[1]  # batch size 1: no padding, the same greedy answers
+    from distill.parallel import answer_in_shards
+
+    with pytest.raises(ValueError, match="for the hf engine"):
+        answer_in_shards(print, 2, engine="vllm")
+
+
 def test_profile_and_weakest_take_the_tree_duplicate_policy(tmp_path: Path) -> None:
     from skillcore import SkillProfile, SkillTree
     from skillcore.synthetic import with_duplicate_siblings

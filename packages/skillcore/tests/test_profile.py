@@ -40,6 +40,21 @@ def test_counts_each_problem_once_per_node():
     assert list(weakest["chain"]) == ["B->b1", "A->a2"]
 
 
+def test_tier_counts_bands_the_judged_leaves():
+    tree = SkillTree.from_dict(
+        {"name": "r", "children": [{"name": n} for n in ("m", "edge60", "w", "edge15", "mid", "f", "none")]}
+    )
+    # leaf accuracies 0.9, 0.6, 0.3, 0.15, 0.5, 0.1; "none" unjudged
+    chains = [[[n]] for n in ("m", "edge60", "w", "edge15", "mid", "f")]
+    prof = SkillProfile.from_arrays(tree, chains, attempts=[20] * 6, correct=[18, 12, 6, 3, 10, 2])
+    assert prof.tier_counts() == {
+        "leaves_judged": 6,
+        "leaves_60_up": 2,
+        "leaves_15_45": 2,
+        "leaves_10_down": 1,
+    }
+
+
 def test_posterior_and_interval():
     prof = SkillProfile.from_arrays(TREE, [[["B", "b1"]]], [10], [0], prior=(1.0, 1.0))
     i = TREE.node("B->b1").index

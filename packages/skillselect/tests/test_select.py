@@ -40,6 +40,9 @@ def test_reproducible_for_a_seed_and_report_is_consistent(tree, pool, strategy):
     assert rep["selected"].sum() == leaf_occurrences
     s = a.summary
     assert s["n_selected_correct"] + s["n_selected_wrong"] + s["n_selected_unjudged"] == 30
+    positive = rep["target_share"][rep["target_share"] > 0]
+    assert s["max_target_share"] == pytest.approx(positive.max())
+    assert s["target_share_ratio"] == pytest.approx(positive.max() / positive.min())
     assert (rep["selected_correct"] + rep["selected_wrong"] <= rep["selected"]).all()
 
 

@@ -39,6 +39,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 
 
 SHARD_HELP = "answer only shard I of N (e.g. 0/8, one per GPU) into the same --out; rerun without it to merge"
+WORKERS_HELP = "hf on CPU: answer in N processes side by side, one torch thread each"
 
 
 def _say_store() -> None:
@@ -90,6 +91,7 @@ def profile(
         bool, typer.Option(help="discard answers in --out that another model or sampling setup wrote")
     ] = False,
     shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
+    workers: Annotated[int, typer.Option(min=1, help=WORKERS_HELP)] = 1,
 ) -> None:
     """Run a student on a tagged pool, judge its answers and build the per-skill profile."""
     from distill.engines import SamplingConfig
@@ -128,6 +130,7 @@ def profile(
             log_mlflow=mlflow_log and shard is None,  # the merged profile is the one worth a run
             on_mismatch="restart" if restart else "error",
             shard=_shard(shard),
+            workers=workers,
         )
     except ResumeMismatchError as exc:
         raise typer.BadParameter(f"{exc} (pass --restart to start over)", param_hint="--out") from exc
@@ -321,6 +324,7 @@ def evaluate(
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm engine GPUs")] = 1,
     mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="log the run to MLflow")] = True,
     shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
+    workers: Annotated[int, typer.Option(min=1, help=WORKERS_HELP)] = 1,
     restart: Annotated[
         bool, typer.Option(help="discard answers in --out that another model or sampling setup wrote")
     ] = False,
@@ -352,6 +356,7 @@ def evaluate(
             log_mlflow=mlflow_log and shard is None,  # the merged evaluation is the one worth a run
             on_mismatch="restart" if restart else "error",
             shard=_shard(shard),
+            workers=workers,
         )
     except ResumeMismatchError as exc:
         raise typer.BadParameter(f"{exc} (pass --restart to start over)", param_hint="--out") from exc

@@ -276,6 +276,7 @@ def summary(result: ProfileResult) -> dict[str, Any]:
         "generated_now": result.generated,
         "resumed": result.resumed,
         "unmatched_chains": result.profile.n_unmatched_chains,
+        **result.profile.tier_counts(),
     }
 
 
@@ -349,17 +350,35 @@ def run_profile(
     progress: bool = True,
     on_mismatch: OnMismatch = "error",
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
 ) -> tuple[ProfileResult, dict[str, Path], str | None]:
     """The whole profiling stage in-process: build the engine, profile, write reports, log to MLflow.
 
     Returns the result, the report paths and the MLflow run id (None without logging). This is what the
-    ``distill profile`` CLI and the pipeline call; the BentoML service wraps the same steps.
+    ``distill profile`` CLI and the pipeline call; the BentoML service wraps the same steps. ``workers``
+    > 1 answers the shards first in that many processes, one torch thread each (``distill.parallel``).
     """
     from distill.engines import make_engine
 
     config = config or ProfileConfig()
     skill_tree = tree if isinstance(tree, SkillTree) else SkillTree.load(tree)
     problems = list(pool) if not isinstance(pool, str | Path) else load_pool(pool)
+    if workers > 1 and shard is None:
+        from distill.parallel import answer_in_shards
+
+        answer_in_shards(
+            run_profile,
+            workers,
+            progress=progress,
+            model=model,
+            tree=skill_tree,
+            pool=problems,
+            out_dir=out_dir,
+            engine=engine,
+            engine_opts=engine_opts,
+            config=config,
+            on_mismatch=on_mismatch,
+        )
     with make_engine(engine, model, **(engine_opts or {})) as gen:
         result = profile_student(
             gen,

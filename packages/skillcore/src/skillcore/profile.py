@@ -150,6 +150,18 @@ class SkillProfile:
         values = self.posterior_mean if use_posterior else self.accuracy
         return {self.tree.nodes[i].chain_text: float(values[i]) for i in self.tree.leaf_indices}
 
+    def tier_counts(self) -> dict[str, int]:
+        """How many judged leaves sit in each band of the paper's regime: mastered (60% or above), weak
+        (15-45%), at the floor (10% or below); and how many leaves were judged at all."""
+        acc = self.accuracy[self.tree.leaf_indices]
+        acc = acc[~np.isnan(acc)]
+        return {
+            "leaves_judged": int(acc.size),
+            "leaves_60_up": int(np.count_nonzero(acc >= 0.6)),
+            "leaves_15_45": int(np.count_nonzero((acc >= 0.15) & (acc <= 0.45))),
+            "leaves_10_down": int(np.count_nonzero(acc <= 0.1)),
+        }
+
     def to_frame(self, *, leaves_only: bool = False) -> pd.DataFrame:
         low, high = self.credible_interval()
         idx = self.tree.leaf_indices if leaves_only else np.arange(1, len(self.tree.nodes))

@@ -113,11 +113,19 @@ class EngineSection(_Section):
     url: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
     batch_size: int = Field(default=64, ge=1, description="hf: prompts per generate call")
     tensor_parallel_size: int = Field(default=1, ge=1, description="vllm: GPUs per engine")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="hf: processes answering shards of the problems side by side, one torch thread each "
+        "(CPU data parallelism; profiling and evaluation)",
+    )
 
     @model_validator(mode="after")
     def _url(self) -> EngineSection:
         if self.kind == "openai" and not self.url:
             raise ValueError("engine.kind=openai needs engine.url (--engine-url http://host:port/v1)")
+        if self.workers > 1 and self.kind != "hf":
+            raise ValueError(f"engine.workers is for kind=hf (CPU processes); {self.kind} batches on its own")
         return self
 
     def options(self) -> dict[str, Any]:

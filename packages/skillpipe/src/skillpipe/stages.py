@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from skillcore import Attempt, SkillTree, TaggedProblem, Verdict, read_jsonl, write_jsonl
+from skillcore import Attempt, SkillProfile, SkillTree, TaggedProblem, Verdict, read_jsonl, write_jsonl
 
 from skillpipe.cache import StageCache, StageOutput, StageResult, digest_json, digest_path
 from skillpipe.config import (
@@ -446,6 +446,8 @@ class InProcessProfiler:
     def __init__(self, engine: EngineSection) -> None:
         self.engine = engine
         self.identity = {"kind": "in-process", "engine": engine.kind, **engine.options()}
+        if engine.workers > 1:  # sampled answers depend on how the problems are split into batches
+            self.identity["workers"] = engine.workers
 
     def __call__(
         self, student: str, problems: list[TaggedProblem], tree_path: Path, sampling: Any, out: Path, key: str
@@ -462,6 +464,7 @@ class InProcessProfiler:
             engine_opts=self.engine.options(),
             config=ProfileConfig(sampling=sampling),
             on_mismatch="restart",
+            workers=self.engine.workers,
         )
         if run_id is not None:
             mlflow.MlflowClient().set_tag(run_id, STAGE_KEY_TAG, key)
@@ -499,7 +502,12 @@ def profile(
         info = profiler(the_student.ref, problems, tree_path, cfg.sampling, out, key)
         if not (out / "verdicts.jsonl").is_file():
             raise RuntimeError(f"the profiler wrote no verdicts.jsonl into {out}")
-        return StageOutput({"verdicts": "verdicts.jsonl"}, {"problems": len(problems), **info})
+        verdicts = [Verdict.model_validate(r) for r in read_jsonl(out / "verdicts.jsonl")]
+        judged = SkillProfile.from_records(SkillTree.load(tree_path), problems, verdicts, unknown="skip")
+        # the profile's tiers: how many leaves are mastered, weak, at the floor (the paper's regime)
+        return StageOutput(
+            {"verdicts": "verdicts.jsonl"}, {"problems": len(problems), **info, **judged.tier_counts()}
+        )
 
     result = st.cache.run("profile", config, inputs, run)
     st.record("profile", result)
@@ -542,6 +550,8 @@ def select(
                 # K / candidates: the share of what it could draw from that the selection takes
                 *("candidates", "n_candidates", "n_judged_candidates", "k_over_candidates"),
                 "n_leaves_unjudged",  # leaves without a judged problem: weight 0, never drawn through
+                # the target's spread: its largest leaf share, and largest over smallest positive share
+                *("max_target_share", "target_share_ratio"),
             )
             summary = {
                 k: round(v, 4) if isinstance(v, float) else v
@@ -664,6 +674,8 @@ def evaluate(
 ) -> StageResult:
     """The model on every benchmark (the shared rollout, resumable per benchmark), scored and logged."""
     config = {"eval": cfg.eval.model_dump(mode="json"), "engine": engine.kind, "options": engine.options()}
+    if engine.workers > 1:  # batches are made per shard: padding can move a greedy answer's last bits
+        config["workers"] = engine.workers
     inputs = {"model": model_digest, "benchmarks": bench.digest("benchmarks")}
 
     def run(out: Path, key: str) -> StageOutput:
@@ -686,6 +698,7 @@ def evaluate(
                 engine=engine.kind,
                 engine_opts=engine.options(),
                 repeats=repeats,
+                workers=engine.workers,
             )
         scores = {n: round(r.score.avg_at_k.value, 6) for n, r in report.benchmarks.items()}
         return StageOutput(

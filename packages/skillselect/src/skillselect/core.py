@@ -758,6 +758,7 @@ def _assemble(
         "n_selected_wrong": n_wrong,
         "n_selected_unjudged": int(rows.size) - n_correct - n_wrong,
         "max_target_share": float(target.max()) if target.size else 0.0,
+        "target_share_ratio": share_ratio(target),  # largest / smallest positive leaf share
         "l2_to_target": float(np.linalg.norm(selected_share - target)),
         "tv_to_target": float(0.5 * np.abs(selected_share - target).sum()),
         "pool_l2_to_target": float(np.linalg.norm(pool_share - target)),
@@ -774,3 +775,10 @@ def _assemble(
         config=config,
         pool=pool,
     )
+
+
+def share_ratio(target: np.ndarray) -> float:
+    """Largest over smallest positive share (NaN when no share is positive): how far the target leans."""
+    positive = np.asarray(target, dtype=np.float64)
+    positive = positive[positive > 0]
+    return float(positive.max() / positive.min()) if positive.size else math.nan

@@ -10,7 +10,6 @@ are apart (:func:`target_distance`, :func:`share_ratio`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 from skillcore.profile import SkillProfile
 from skillcore.tree import SkillTree
 
-from skillselect.core import SelectConfig, SelectionError, select
+from skillselect.core import SelectConfig, SelectionError, select, share_ratio
 from skillselect.pool import Pool
 
 
@@ -57,13 +56,6 @@ def subsample_judged(pool: Pool, fraction: float, seed: int) -> Pool:
         records=pool.records,
         n_unmatched_verdicts=pool.n_unmatched_verdicts,
     )
-
-
-def share_ratio(target: np.ndarray) -> float:
-    """Largest over smallest positive share (NaN when no share is positive): how far the target leans."""
-    positive = np.asarray(target, dtype=np.float64)
-    positive = positive[positive > 0]
-    return float(positive.max() / positive.min()) if positive.size else math.nan
 
 
 def target_distance(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:

@@ -259,11 +259,29 @@ def run_evaluation(
     progress: bool = True,
     on_mismatch: OnMismatch = "restart",
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
 ) -> EvalReport:
     """The evaluation stage in-process: build the engine, evaluate, write reports, log to the active run
-    (a standalone ``evaluate`` run when none is active)."""
+    (a standalone ``evaluate`` run when none is active). ``workers`` > 1 answers the shards first in that
+    many processes side by side, one torch thread each (``distill.parallel``); this call then scores."""
     from distill.engines import make_engine
 
+    if workers > 1 and shard is None:
+        from distill.parallel import answer_in_shards
+
+        answer_in_shards(
+            run_evaluation,
+            workers,
+            progress=progress,
+            model=model,
+            benchmarks=benchmarks,
+            config=config,
+            out_dir=out_dir,
+            engine=engine,
+            engine_opts=engine_opts,
+            repeats=repeats,
+            on_mismatch=on_mismatch,
+        )
     with make_engine(engine, model, **dict(engine_opts or {})) as gen:
         report = evaluate(
             gen,
