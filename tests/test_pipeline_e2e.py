@@ -390,9 +390,12 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
     saved = sum(1 for _ in read_jsonl(attempts))
     assert 0 < saved < 192
 
+    assert attempts.parent.name.endswith(".partial")  # work in progress, under its temporary name
     again = run_pipeline(args, uri, tmp_path)  # resumes: the saved answers are kept
     assert again.returncode == 0, again.stderr[-3000:]
-    assert sum(1 for _ in read_jsonl(attempts)) == 192
+    finished = Path(stages_of(workdir)["profile"]["dir"])  # renamed into place when it finished
+    assert finished.name == attempts.parent.name.removesuffix(".partial") and not attempts.parent.exists()
+    assert sum(1 for _ in read_jsonl(finished / "attempts.jsonl")) == 192
     assert "resuming the unfinished work" in again.stderr
     assert f"{saved} of 192 problems already answered" in again.stderr
     assert stages_of(workdir)["tag"]["reused"] is True
