@@ -95,8 +95,7 @@ def test_two_calls_on_one_workdir_one_refused_and_a_new_store_reuses_the_stages(
 
 @pytest.mark.slow
 def test_runs_left_running_by_a_killed_call_are_marked_killed_by_the_next(tmp_path):
-    """kill -9 in the middle of profiling leaves the parent run and the profile run RUNNING (nothing can end
-    them); the next call on the workdir ends them as KILLED with a note, says so, and finishes."""
+    """kill -9 in the middle of profiling leaves the parent run RUNNING (nothing can end it); the next call on the workdir ends it as KILLED with a note, says so, and finishes."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     workdir = tmp_path / "run"
     args = ["--registry-model", "killed", "--workdir", str(workdir), *SMALL,
@@ -115,7 +114,7 @@ def test_runs_left_running_by_a_killed_call_are_marked_killed_by_the_next(tmp_pa
     experiment = client.get_experiment_by_name("skilldistill")
     left = {r.info.run_id: r.info.run_name for r in client.search_runs([experiment.experiment_id])
             if r.info.status == "RUNNING"}  # fmt: skip
-    assert {"distill:killed", "profile"} <= set(left.values())
+    assert "distill:killed" in left.values()  # the parent run (and any stage run open at the kill)
 
     again = subprocess.run(
         [sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env_for(uri), capture_output=True, text=True,
