@@ -15,6 +15,7 @@ machine, so ``threads`` defaults to 1 on CPU. GPUs ignore it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -264,7 +265,6 @@ def checkpoint_missing(folder: str | Path) -> list[str]:
     DeepSpeed or FSDP layout, which hold weights and optimizer their own way), ``optimizer.pt`` and
     ``scheduler.pt``, the RNG state (``rng_state.pth``, ``rng_state_<rank>.pth`` per rank) and
     ``trainer_state.json`` (written last; it must parse)."""
-    import json
 
     path = Path(folder)
     missing: list[str] = []
@@ -314,18 +314,13 @@ def last_complete_checkpoint(checkpoints_dir: str | Path) -> str | None:
     return None
 
 
-def whole_run_loss(session_loss: float, state: Any, resumed_from: str | None) -> float:
-    """The mean training loss over every step of the run. After a resume the trainer's ``training_loss``
-    covers only the steps trained since; the steps before come from the losses logged before the resume
-    point (kept in the trainer state's ``log_history``), each logged value the mean over the steps since
-    the one before. Steps between the last log and the resume point count at the mean of those logs."""
-    if resumed_from is None:
-        return session_loss
-    import json
-
-    try:
-        resumed_step = int(json.loads((Path(resumed_from) / "trainer_state.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError, TypeError):
+def whole_run_loss(session_loss: float, state: Any, resumed_step: int | None) -> float:
+    """The mean training loss over every step of the run. After a resume (from step ``resumed_step``) the
+    trainer's ``training_loss`` covers only the steps trained since; the steps before come from the losses
+    logged before the resume point (kept in the trainer state's ``log_history``), each logged value the
+    mean over the steps since the one before. Steps between the last log and the resume point count at the
+    mean of those logs."""
+    if not resumed_step:
         return session_loss
     total_steps = int(state.global_step)
     if resumed_step <= 0 or total_steps <= resumed_step:
@@ -401,8 +396,10 @@ def _train(
     ckpt_dir = out / CHECKPOINTS_SUBDIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = last_complete_checkpoint(ckpt_dir)
+    resumed_step = None
     if resume:
         log.info("resuming fine-tuning from %s", resume)
+        resumed_step = int(json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"])
     trainer, tokenizer = build_trainer(
         model, examples, settings, ckpt_dir, device=device, progress=progress, callbacks=callbacks
     )
@@ -425,7 +422,7 @@ def _train(
         model_dir=str(target.resolve()),
         steps=steps,
         epochs=float(state.epoch or 0.0),
-        train_loss=whole_run_loss(float(output.training_loss), state, resume),
+        train_loss=whole_run_loss(float(output.training_loss), state, resumed_step),
         seconds=round(seconds, 3),
         steps_per_second=round(float(output.metrics.get("train_steps_per_second", 0.0)), 4),
         tokens_seen=tokens,
