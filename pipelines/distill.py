@@ -493,10 +493,10 @@ def main(
     from skillcore.tracking import resolve_tracking_uri, tracking_store
     from skillpipe.stages import PipelineInputError
 
-    resolve_tracking_uri()
     workdir_path = cfg.resolved_workdir()
-    typer.secho(f"{tracking_store().describe()}   workdir: {workdir_path}", fg="green")
-    with _hold_workdir(workdir_path):
+    with _hold_workdir(workdir_path):  # before the store is touched: a refused call changes nothing
+        resolve_tracking_uri()
+        typer.secho(f"{tracking_store().describe()}   workdir: {workdir_path}", fg="green")
         try:
             if compare:
                 run_comparison(cfg, chosen, seed_list)

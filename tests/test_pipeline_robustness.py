@@ -129,3 +129,19 @@ def test_runs_left_running_by_a_killed_call_are_marked_killed_by_the_next(tmp_pa
     statuses = {r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert "RUNNING" not in statuses
     assert json.loads((workdir / "mlflow-runs.json").read_text()) == {}
+
+
+def test_an_unusable_workdir_is_one_line_before_anything_runs(tmp_path):
+    """A workdir that cannot be written (here: under a file; a read-only folder fails the same way, but
+    root, who runs the tests, writes anywhere) stops the call in one line (exit 2), no traceback, no run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["--registry-model", "nowhere", "--workdir", str(blocker / "run"), *SMALL]
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env_for(uri),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot use the workdir {blocker / 'run'}: Not a directory"
+    ]
+    assert not (tmp_path / "mlflow.db").exists()
