@@ -185,7 +185,7 @@ def tag(
         tag_batch = engine.tag
         describe = engine.describe()
 
-    def rows() -> Iterator[dict[str, Any]]:
+    def input_rows() -> Iterator[dict[str, Any]]:
         """The input's rows; an unreadable line (bad JSON, nested too deep) is a usage error (exit 2)."""
         lines = iter_rows(source)
         while True:
@@ -197,7 +197,7 @@ def tag(
                 raise typer.BadParameter(str(exc), param_hint="INPUT") from exc
 
     def problems(done: set[Any]) -> Iterator[PoolProblem]:
-        for i, raw in enumerate(rows()):
+        for i, raw in enumerate(input_rows()):
             if limit is not None and i >= limit:
                 return
             try:  # tagging reads the question (and solution), not the expected answer
