@@ -138,10 +138,17 @@ def _init_sqlite_store(uri: str) -> None:
     db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
     if not str(db) or str(db) == ":memory:":
         return
-    with ExclusiveLock(db.with_name(db.name + ".lock"), blocking=True, note=f"opening {uri}"):
+    lock = ExclusiveLock(db.with_name(db.name + ".lock"), blocking=True, note=f"opening {uri}")
+    try:
+        lock.acquire()
+    except OSError:  # a store in a folder this process cannot write: nothing to create, nothing to guard
+        return
+    try:
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # creates the tables of a new store, runs its migrations
         client.search_registered_models(max_results=1)
+    finally:
+        lock.release()
     _initialised.add(uri)
 
 
