@@ -77,4 +77,4 @@ bento: $(STAMP)
 	$(PY) infra/build_bento.py $(BENTO_ARGS)
 
 clean:
-	rm -rf $(VENV) mlruns mlflow.db .pytest_cache
+	rm -rf $(VENV) mlruns mlflow.db mlflow.db.lock .pytest_cache

@@ -19,6 +19,8 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     from skillpipe.compare import Arm
     from skillpipe.config import EngineSection
     from skillpipe.stages import BatchTagger, Profiler, Stages
+
+RUN_JOURNAL = (
+    "mlflow-runs.json"  # the MLflow runs this workdir's call has open (ended by the next call if it died)
+)
 
 app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
@@ -487,16 +493,43 @@ def main(
     from skillcore.tracking import resolve_tracking_uri, tracking_store
     from skillpipe.stages import PipelineInputError
 
-    resolve_tracking_uri()
-    typer.secho(f"{tracking_store().describe()}   workdir: {cfg.resolved_workdir()}", fg="green")
+    workdir_path = cfg.resolved_workdir()
+    with _hold_workdir(workdir_path):  # before the store is touched: a refused call changes nothing
+        resolve_tracking_uri()
+        typer.secho(f"{tracking_store().describe()}   workdir: {workdir_path}", fg="green")
+        try:
+            if compare:
+                run_comparison(cfg, chosen, seed_list)
+            else:
+                run_pipeline(cfg)
+        except PipelineInputError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _hold_workdir(workdir: Path) -> Iterator[None]:
+    """One pipeline per workdir: hold its lock for the whole call, or stop (exit 2) naming who holds it.
+    Runs that a dead call on this workdir left RUNNING in MLflow are ended as KILLED first, and said so."""
+    from skillcore.tracking import end_dead_runs, run_journal
+    from skillpipe.cache import LockHeld, workdir_lock
+
     try:
-        if compare:
-            run_comparison(cfg, chosen, seed_list)
-        else:
-            run_pipeline(cfg)
-    except PipelineInputError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
+        lock = workdir_lock(workdir).acquire()
+    except LockHeld as exc:
+        typer.secho(f"error: {exc}; wait for it to finish or use another --workdir", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # a read-only or unusable workdir
+        typer.secho(f"error: cannot use the workdir {workdir}: {exc.strerror or exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    try:
+        journal = workdir / RUN_JOURNAL
+        for run_id, note in end_dead_runs(journal):
+            typer.secho(f"[mlflow] run {run_id} was left RUNNING by {note}: marked KILLED", fg="yellow")
+        with run_journal(journal):
+            yield
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

@@ -390,9 +390,12 @@ def test_sigterm_mid_run_leaves_killed_runs_and_a_resumable_workdir(tmp_path, ti
     saved = sum(1 for _ in read_jsonl(attempts))
     assert 0 < saved < 192
 
+    assert attempts.parent.name.endswith(".partial")  # work in progress, under its temporary name
     again = run_pipeline(args, uri, tmp_path)  # resumes: the saved answers are kept
     assert again.returncode == 0, again.stderr[-3000:]
-    assert sum(1 for _ in read_jsonl(attempts)) == 192
+    finished = Path(stages_of(workdir)["profile"]["dir"])  # renamed into place when it finished
+    assert finished.name == attempts.parent.name.removesuffix(".partial") and not attempts.parent.exists()
+    assert sum(1 for _ in read_jsonl(finished / "attempts.jsonl")) == 192
     assert "resuming the unfinished work" in again.stderr
     assert f"{saved} of 192 problems already answered" in again.stderr
     assert stages_of(workdir)["tag"]["reused"] is True
@@ -409,7 +412,16 @@ def test_bad_inputs_fail_before_any_stage_runs(tmp_path):
     (broken_model / "config.json").write_text("{not json")
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("select:\n  k: 1\n    w_max: 2\n")
+    from skillcore.testing import hostile_trees
+
+    trees = hostile_trees(tmp_path / "trees")
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text('{"model_type": "qwen3"}')
     cases = [
+        (["--pool", str(pool), "--tree", str(trees["self_reference"])], "the skill tree contains itself"),
+        (["--pool", str(pool), "--tree", str(trees["deep"])], "nested too deeply to read"),
+        (["--student", str(no_weights)], "holds no weights"),
         (["--student", str(tmp_path / "no-such-model")], "Invalid value for --student"),
         (["--student", "nobody/no-such-model-anywhere"], "Hub access is off (HF_HUB_OFFLINE)"),
         (["--student", str(broken_model)], "is not readable JSON"),
@@ -432,6 +444,7 @@ def test_bad_inputs_fail_before_any_stage_runs(tmp_path):
         result = run_pipeline([*base, *extra], uri, tmp_path)
         assert result.returncode == 2, (extra, result.stderr[-2000:])
         assert expected in message(result), (extra, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, (extra, result.stderr[-2000:])
     assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow.db").exists()
 
 

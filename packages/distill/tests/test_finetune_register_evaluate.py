@@ -11,7 +11,7 @@ import pytest
 from distill.engines import make_engine
 from distill.eval import EvalConfig, evaluate
 from distill.formatting import FormatConfig, format_examples
-from distill.models import resolve_model
+from distill.models import model_fingerprint, resolve_model
 from distill.registry import promote_if_better, register_checkpoint
 from distill.sft import load_sft_settings, train_sft
 from mlflow import MlflowClient
@@ -52,7 +52,10 @@ def test_finetune_register_load_candidate_and_evaluate(
         samples_per_problem=1, sampling={"temperature": 0.0, "max_new_tokens": 64}, judge_workers=0
     )
     with make_engine("hf", "models:/tiny-skill@candidate", device="cpu", batch_size=6) as engine:
-        assert engine.fingerprint["mlflow_model"] == Path(resolve_model("models:/tiny-skill@candidate")).name
+        content = model_fingerprint(
+            "models:/tiny-skill@candidate", resolve_model("models:/tiny-skill@candidate")
+        )
+        assert engine.fingerprint == {"kind": "hf", **content} and "mlflow_content" in content
         report = evaluate(engine, suite, config, out_dir=tmp_path / "eval", progress=False)
     score = report.benchmarks["amc23"].score
     assert score.n_problems == 6 and sum(score.status_counts.values()) == 6

@@ -4,6 +4,7 @@ and training metrics in a real MLflow store."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -59,14 +60,16 @@ KILLER = textwrap.dedent(
     from transformers import TrainerCallback
     from distill.sft import SFTSettings, train_sft
 
-    class KillAfterFirstCheckpoint(TrainerCallback):
+    class KillAfterCheckpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as when a job is killed
+            if state.global_step >= kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as when a job is killed
 
     model, rows_file, settings_json, out = sys.argv[1:5]
+    kill_at = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # default: at the first checkpoint
     rows = [json.loads(line) for line in open(rows_file)]
     train_sft(model, rows, SFTSettings.model_validate_json(settings_json), out_dir=out, progress=False,
-              callbacks=[KillAfterFirstCheckpoint()])
+              callbacks=[KillAfterCheckpoint()])
     """
 )
 
@@ -117,6 +120,46 @@ def test_killed_training_resumes_from_its_checkpoint(
 
     again = train_sft(tiny_student_dir, examples, settings, out_dir=out, progress=False)
     assert again.skipped and again.steps == 6  # a finished folder is not trained again
+
+
+def test_a_checkpoint_cut_short_is_skipped_and_the_loss_describes_the_whole_run(
+    tiny_student_dir: Path, examples, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """A save cut short (disk full: only the config files of checkpoint-4 written) must not block the
+    resume: it is skipped, said so, and training resumes from checkpoint-2 to the same weights; the
+    reported loss is the whole run's, not the mean of the steps after the resume."""
+    import logging
+
+    from skillcore import write_jsonl
+
+    settings = load_sft_settings("cpu-demo", **FAST)  # 6 steps, a checkpoint every 2
+    rows_file = tmp_path / "rows.jsonl"
+    write_jsonl(rows_file, examples)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    out = tmp_path / "killed"
+    args = [str(tiny_student_dir), str(rows_file), settings.model_dump_json(), str(out), "4"]
+    proc = subprocess.run([sys.executable, str(script), *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    cut = out / "checkpoints" / "checkpoint-4"
+    assert (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    for item in cut.iterdir():  # what the disk-full save left: the config files only
+        if item.name not in ("config.json", "generation_config.json"):
+            item.unlink() if item.is_file() else shutil.rmtree(item)
+
+    with caplog.at_level(logging.INFO, logger="distill.sft"):
+        resumed = train_sft(tiny_student_dir, examples, settings, out_dir=out, progress=False)
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-2")
+    assert f"skipping the incomplete checkpoint {cut} (missing model weights" in caplog.text
+    assert f"resuming fine-tuning from {out / 'checkpoints' / 'checkpoint-2'}" in caplog.text
+    straight = train_sft(tiny_student_dir, examples, settings, out_dir=tmp_path / "straight", progress=False)
+    assert resumed.steps == straight.steps == 6
+    a = load_file(out / "model" / "model.safetensors")
+    b = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # the whole run's mean loss (steps 1-2 from the checkpoint's log, 3-6 trained after the resume)
+    assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-3)
 
 
 def test_lora_merges_into_a_plain_checkpoint_and_logs_to_mlflow(

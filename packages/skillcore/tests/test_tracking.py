@@ -97,3 +97,57 @@ def test_one_rule_decides_the_tracking_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
     assert tracking_store().source.startswith("MLflow default")
     mlflow.set_tracking_uri(None)
+
+
+FIRST_USE = """
+import os, sys, time
+from pathlib import Path
+import mlflow  # imported before the start signal: the processes race on the store, not on imports
+from skillcore.tracking import pipeline_run, stage_run
+go = Path(sys.argv[1])
+(go.parent / f"{go.name}-ready-{os.getpid()}").touch()
+while not go.exists():
+    time.sleep(0.005)
+with pipeline_run("first-use", experiment="fresh"), stage_run("tag"):
+    mlflow.log_metric("x", 1.0)
+print("ok")
+"""
+
+
+def test_two_first_calls_on_a_new_sqlite_store_both_succeed(tmp_path):
+    """Processes opening one new SQLite store at the same moment: each creates the tables unless the store's
+    first use is serialised; without that the later ones fail ("table experiments already exists")."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "first_use.py"
+    script.write_text(FIRST_USE)
+    for attempt in range(1):
+        uri = f"sqlite:///{tmp_path}/store{attempt}/mlflow.db"
+        (tmp_path / f"store{attempt}").mkdir()
+        go = tmp_path / f"go{attempt}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(go)],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob(f"go{attempt}-ready-*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
+        outcomes = [p.communicate(timeout=300) for p in procs]
+        for proc, (out, err) in zip(procs, outcomes, strict=True):
+            assert proc.returncode == 0 and out.strip() == "ok", err[-3000:]
+        runs = MlflowClient(tracking_uri=uri).search_runs(
+            [MlflowClient(tracking_uri=uri).get_experiment_by_name("fresh").experiment_id]
+        )
+        assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,84 @@ def test_keyed_outputs_are_identified_by_the_stage_key(tmp_path):
 
     result = cache.run("train", {"lr": 1}, {"train": "t"}, fn)
     assert result.digest("model") == f"key:train/{result.key}"
+
+
+def test_a_stage_works_under_a_temporary_name_and_is_renamed_into_place(tmp_path):
+    """Nothing under a stage's final folder name is ever unfinished: the work happens in ``<key>.partial``,
+    which becomes ``<key>`` only with its manifest; a run stopped after the manifest, before the rename,
+    is completed by the next call without running the stage again."""
+    cache = StageCache(tmp_path)
+    seen: list[Path] = []
+
+    def crash(folder: Path, key: str) -> StageOutput:
+        seen.append(folder)
+        (folder / "rows.jsonl").write_text("1\n")
+        raise RuntimeError("killed mid-stage")
+
+    with pytest.raises(RuntimeError):
+        cache.run("tag", {}, {"pool": "p"}, crash)
+    final = cache.folder("tag", stage_key("tag", {}, {"pool": "p"}))
+    assert seen == [final.with_name(final.name + ".partial")] and not final.exists()
+
+    def finish(folder: Path, key: str) -> StageOutput:
+        (folder / "rows.jsonl").write_text((folder / "rows.jsonl").read_text() + "2\n")
+        return StageOutput({"rows": "rows.jsonl"})
+
+    done = cache.run("tag", {}, {"pool": "p"}, finish)
+    assert done.dir == final and (final / "rows.jsonl").read_text() == "1\n2\n"
+    assert (final / MANIFEST).is_file() and not seen[0].exists()
+
+    # stopped between the manifest and the rename: the next call renames, the stage does not run again
+    other = cache.folder("tag", stage_key("tag", {"k": 2}, {"pool": "p"}))
+    work = other.with_name(other.name + ".partial")
+    shutil.copytree(final, work)
+    manifest = json.loads((work / MANIFEST).read_text())
+    manifest.update(key=stage_key("tag", {"k": 2}, {"pool": "p"}), config={"k": 2})
+    (work / MANIFEST).write_text(json.dumps(manifest))
+    again = cache.run("tag", {"k": 2}, {"pool": "p"}, crash)
+    assert again.dir == other and not work.exists() and len(seen) == 1
+
+    # unfinished work left under the final name by an older version is resumed, not reused or lost
+    old = cache.folder("tag", stage_key("tag", {"k": 3}, {"pool": "p"}))
+    old.mkdir()
+    (old / "rows.jsonl").write_text("1\n")
+    resumed = cache.run("tag", {"k": 3}, {"pool": "p"}, finish)
+    assert (resumed.path("rows")).read_text() == "1\n2\n" and resumed.dir == old
+
+
+LOCKER = """
+import sys, time
+from skillpipe.cache import workdir_lock
+with workdir_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_call_per_workdir_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    """A second holder is refused at once, told who holds the workdir; once the holder is killed with -9 the
+    lock is free (the kernel drops it with the process), with no stale file to clean by hand."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from skillpipe.cache import LockHeld, workdir_lock
+
+    workdir = tmp_path / "w"
+    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(workdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld) as refused:
+            workdir_lock(workdir).acquire()
+        assert refused.value.holder["pid"] == holder.pid and "host" in refused.value.holder
+        assert f"{workdir} is in use by pid {holder.pid} on " in str(refused.value)
+        assert "started " in str(refused.value)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+    with workdir_lock(workdir) as lock:  # taken over from the dead holder
+        assert lock.held
+        assert json.loads((workdir / ".lock").read_text())["pid"] == os.getpid()
+    with workdir_lock(workdir):  # and released again
+        pass

@@ -708,3 +708,57 @@ def test_sigterm_during_a_task_drains_within_the_limit(
         assert "SIGTERM: stopping 1 profiling task(s)" in log
         for line in attempts.read_text().splitlines():
             json.loads(line)  # every saved answer is whole
+
+
+def test_hostile_requests_are_refused_in_one_line_and_the_server_still_stops(
+    tmp_path: Path, data_dir: Path, tiny_student_dir: Path
+) -> None:
+    """Trees it cannot walk (a YAML anchor that contains itself, 1,000 levels of JSON), a pool row nested
+    3,000 deep, a model folder without weights and a misspelled field: each is a one-line 400 from
+    /check_profile and /profile/submit (no task stored, no worker held); the server still answers, and
+    SIGTERM stops it within the drain limit."""
+    import psutil
+    from skillcore.testing import deep_pool_row, hostile_trees
+
+    trees = hostile_trees(data_dir / "hostile")
+    deep_pool = data_dir / "hostile" / "deep-pool.jsonl"
+    deep_pool.write_text(deep_pool_row() + "\n")
+    no_weights = data_dir / "hostile" / "no-weights"
+    no_weights.mkdir(exist_ok=True)
+    (no_weights / "config.json").write_text((tiny_student_dir / "config.json").read_text())
+    ok = {
+        "model": str(tiny_student_dir),
+        "pool": str(data_dir / "pool.jsonl"),
+        "tree": str(data_dir / "tree.json"),
+    }
+    cases = [
+        ({**ok, "tree": str(trees["self_reference"])}, "the skill tree contains itself"),
+        ({**ok, "tree": str(trees["deep"])}, "nested too deeply to read"),
+        ({**ok, "pool": str(deep_pool)}, "nested deeper than 64 levels"),
+        ({**ok, "model": str(no_weights)}, "holds no weights (no model.safetensors"),
+        ({**ok, "modle": "x"}, "unknown field(s) 'modle'"),
+    ]  # fmt: skip
+    drain_limit_s = 30
+    with profiler_server(tmp_path, data_dir, tiny_student_dir) as running:
+        client = running["client"]
+        for body, expected in cases:
+            for path in ("/check_profile", "/profile/submit"):
+                resp = client.post(path, json=body, timeout=60)  # before: 500, or no answer at all
+                assert resp.status_code == 400, (path, body, resp.text[:2000])
+                error = resp.json()["error"]
+                assert expected in error and "\n" not in error, (path, error[:2000])
+        judge = client.post("/judge", json={"itemz": []}, timeout=60)
+        assert judge.status_code == 400 and "unknown field(s) 'itemz'" in judge.json()["error"]
+        assert client.get("/readyz").status_code == 200
+        item = {"unique_id": "m", "response": "\\boxed{1}", "expected_answer": "1"}
+        assert client.post("/judge", json={"items": [item]}).json()["counts"] == {"correct": 1}
+        assert not list((tmp_path / "profiles").glob("*/attempts.jsonl"))  # no task ran
+
+        process = running["process"]
+        tree = psutil.Process(process.pid).children(recursive=True)
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=drain_limit_s)  # raises TimeoutExpired past the limit
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, f"processes left running: {alive}"
+        log = running["log"].read_text()
+        assert "RecursionError" not in log and "Traceback" not in log, log[-3000:]

@@ -227,3 +227,34 @@ def test_openai_concurrency_reaches_the_backend() -> None:
         engine.backend.close()
     result = CliRunner().invoke(app, ["serve", "--tree", "world", "--openai-concurrency", "0"])
     assert result.exit_code == 2 and "openai-concurrency" in result.output
+
+
+def test_hostile_trees_and_rows_are_refused_in_one_line(tmp_path: Path, tree_file: Path) -> None:
+    """A tree that contains itself (YAML anchor) or nests 1,000 levels deep, given to `serve` (the gRPC
+    service's tree) or to `tag`, and a pool row nested 3,000 deep: exit 2 with one line, no traceback."""
+    from skillcore.testing import deep_pool_row, hostile_trees
+
+    trees = hostile_trees(tmp_path / "trees")
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(pool, small_problems(2))
+    deep_pool = tmp_path / "deep-pool.jsonl"
+    deep_pool.write_text(deep_pool_row() + "\n")
+    port = str(free_port())
+    cases = [
+        (["serve", "--tree", str(trees["self_reference"]), "--port", port], "contains itself"),
+        (["serve", "--tree", str(trees["deep"]), "--port", port], "nested too deeply"),
+        (["tag", str(pool), str(tmp_path / "a.jsonl"), "--tree", str(trees["self_reference"]), "--no-mlflow"],
+         "contains itself"),
+        (["tag", str(pool), str(tmp_path / "b.jsonl"), "--tree", str(trees["deep"]), "--no-mlflow"],
+         "nested too deeply"),
+        (["tag", str(deep_pool), str(tmp_path / "c.jsonl"), "--tree", str(tree_file), "--no-mlflow"],
+         "nested deeper than 64 levels"),
+    ]  # fmt: skip
+    env = {**_env(tmp_path), "COLUMNS": "400"}
+    for args, expected in cases:
+        done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr, done.stderr[-2000:]
+        errors = [line for line in done.stderr.splitlines() if expected in line]
+        assert len(errors) == 1, (args, done.stderr[-2000:])  # one line says it (in typer's error box)
+        assert len(done.stderr.strip().splitlines()) < 12, done.stderr  # usage, box, progress: no dump

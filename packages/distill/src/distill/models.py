@@ -97,6 +97,9 @@ def check_model_ref(ref: str | Path, *, fetch: bool = False) -> str:
             raise ModelRefError(f"model {text!r}: {config} is not readable JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ModelRefError(f"model {text!r}: {config} is not a JSON object")
+        missing = missing_weights(local)
+        if missing:
+            raise ModelRefError(f"model {text!r}: {missing}")
         return resolved
     if hub_offline():
         from huggingface_hub import try_to_load_from_cache
@@ -117,6 +120,36 @@ def check_model_ref(ref: str | Path, *, fetch: bool = False) -> str:
                 f"cannot load the model {text!r} from the Hugging Face Hub: {str(exc).splitlines()[0]}"
             ) from None
     return resolved
+
+
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def missing_weights(folder: Path) -> str | None:
+    """What a saved model folder lacks of its weights, in words (None: they are there): a weight file
+    (``*.safetensors``, ``*.bin``, ...), or, where a shard index is present, every shard it names."""
+    for name in _WEIGHT_INDEXES:
+        index = folder / name
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+                return f"{index} is not a readable shard index"
+            absent = sorted(str(s) for s in shards if not (folder / str(s)).is_file())
+            if absent:
+                return (
+                    f"{folder} lacks {len(absent)} weight shard(s) named in {name}: {', '.join(absent[:5])}"
+                )
+            return None
+    if any(
+        p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and p.name != "training_args.bin"
+        for p in folder.iterdir()
+    ):
+        return None
+    return (
+        f"{folder} holds no weights (no model.safetensors, pytorch_model.bin or other "
+        f"{'/'.join(_WEIGHT_SUFFIXES)} file): a config.json alone is not a model"
+    )
 
 
 def model_context_length(resolved: str | Path) -> int | None:
@@ -151,18 +184,45 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 def model_fingerprint(ref: str, resolved: str) -> dict[str, Any]:
     """What pins down the weights behind ``ref`` (``resolved`` is ``resolve_model(ref)``), cheaply.
 
-    An MLflow URI: its resolved registry version and logged model (the cache folder's name). A local directory:
-    its config and weight files' names, sizes and modification times, so retraining in place changes it.
-    A Hub id: the id. Resumable jobs compare fingerprints before reusing saved answers.
+    An MLflow URI: the content of the downloaded model (SHA-256 of its config and weight files, computed once
+    per download), not where it is registered, so the same model registered in two stores has one
+    fingerprint. A local directory: its config and weight files' names, sizes and modification times, so
+    retraining in place changes it. A Hub id: the id. Resumable jobs compare fingerprints before reusing
+    saved answers; the pipeline keys its stages on them.
     """
     if is_mlflow_uri(ref):
-        return {"ref": ref, "mlflow_model": Path(resolved).name}
+        return {"mlflow_content": _content_digest(Path(resolved))}
     path = Path(resolved)
     if not path.is_dir():
         return {"ref": ref}
-    files = sorted(p for p in path.iterdir() if p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES))
-    stats = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    stats = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in _fingerprinted_files(path)]
     return {"ref": ref, "path": str(path.resolve()), "files": stats}
+
+
+def _fingerprinted_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES))
+
+
+def _content_digest(folder: Path) -> str:
+    """SHA-256 over the names and SHA-256s of a downloaded model's config and weight files, kept beside the
+    folder (``<folder>.content.json``): a download is never changed in place, so it is read once."""
+    sidecar = folder.with_name(folder.name + ".content.json")
+    try:
+        return str(json.loads(sidecar.read_text(encoding="utf-8"))["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    parts = []
+    for file in _fingerprinted_files(folder):
+        sha = hashlib.sha256()
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        parts.append([file.name, sha.hexdigest()])
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    from skillcore.io import atomic_write_text
+
+    atomic_write_text(sidecar, json.dumps({"sha256": digest, "files": parts}))
+    return digest
 
 
 def _resolve_mlflow(ref: str, cache: Path) -> Path:

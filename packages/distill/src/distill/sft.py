@@ -15,6 +15,7 @@ machine, so ``threads`` defaults to 1 on CPU. GPUs ignore it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -254,6 +255,87 @@ def train_sft(
     return result
 
 
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def checkpoint_missing(folder: str | Path) -> list[str]:
+    """What a checkpoint folder lacks of the files the trainer writes and reads back to resume (empty: it is
+    complete): the model weights (one file, or an index and every shard it names; LoRA adapters; or a
+    DeepSpeed or FSDP layout, which hold weights and optimizer their own way), ``optimizer.pt`` and
+    ``scheduler.pt``, the RNG state (``rng_state.pth``, ``rng_state_<rank>.pth`` per rank) and
+    ``trainer_state.json`` (written last; it must parse)."""
+
+    path = Path(folder)
+    missing: list[str] = []
+    # DeepSpeed (global_step*/) and FSDP (pytorch_model_fsdp*, optimizer_*) keep their own layouts
+    sharded = any(path.glob("global_step*")) or any(path.glob("pytorch_model_fsdp*"))
+    index = next((path / i for i in _WEIGHT_INDEXES if (path / i).is_file()), None)
+    if index is not None:
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            missing.append(f"{index.name} (unreadable)")
+        else:
+            missing += sorted(s for s in shards if not (path / s).is_file())
+    elif not sharded and not any((path / w).is_file() for w in _WEIGHTS):
+        missing.append("model weights (model.safetensors)")
+    if not sharded:
+        missing += [f for f in ("optimizer.pt", "scheduler.pt") if not (path / f).is_file()]
+    if not any(path.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        missing.append("trainer_state.json")
+    return missing
+
+
+def last_complete_checkpoint(checkpoints_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder that holds everything a resume reads (``checkpoint_missing``);
+    newer incomplete ones (a save cut short: disk full, killed) are skipped, said so, and renamed
+    ``incomplete-checkpoint-N`` by the main process (out of the trainer's way: it saves that step again)."""
+    import re
+
+    found = []
+    for folder in Path(checkpoints_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+        if match and folder.is_dir():
+            found.append((int(match[1]), folder))
+    for _, folder in sorted(found, reverse=True):
+        missing = checkpoint_missing(folder)
+        if not missing:
+            return str(folder)
+        log.warning("skipping the incomplete checkpoint %s (missing %s)", folder, ", ".join(missing))
+        if is_main_process():
+            aside = folder.with_name(f"incomplete-{folder.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            folder.rename(aside)
+    return None
+
+
+def whole_run_loss(session_loss: float, state: Any, resumed_step: int | None) -> float:
+    """The mean training loss over every step of the run. After a resume (from step ``resumed_step``) the
+    trainer's ``training_loss`` covers only the steps trained since; the steps before come from the losses
+    logged before the resume point (kept in the trainer state's ``log_history``), each logged value the
+    mean over the steps since the one before. Steps between the last log and the resume point count at the
+    mean of those logs."""
+    if not resumed_step:
+        return session_loss
+    total_steps = int(state.global_step)
+    if resumed_step <= 0 or total_steps <= resumed_step:
+        return session_loss
+    before, last = 0.0, 0
+    for entry in state.log_history:
+        step, loss = entry.get("step"), entry.get("loss")
+        if isinstance(step, int) and isinstance(loss, int | float) and last < step <= resumed_step:
+            before += float(loss) * (step - last)
+            last = step
+    mean_before = before / last if last else session_loss
+    before += mean_before * (resumed_step - last)
+    return (before + session_loss * (total_steps - resumed_step)) / total_steps
+
+
 def build_trainer(
     model: str | Path,
     examples: Sequence[Mapping[str, Any]],
@@ -311,13 +393,13 @@ def _train(
     progress: bool,
     callbacks: Sequence[Any],
 ) -> SFTResult:
-    from transformers.trainer_utils import get_last_checkpoint
-
     ckpt_dir = out / CHECKPOINTS_SUBDIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    resume = get_last_checkpoint(str(ckpt_dir))
+    resume = last_complete_checkpoint(ckpt_dir)
+    resumed_step = None
     if resume:
         log.info("resuming fine-tuning from %s", resume)
+        resumed_step = int(json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"])
     trainer, tokenizer = build_trainer(
         model, examples, settings, ckpt_dir, device=device, progress=progress, callbacks=callbacks
     )
@@ -340,7 +422,7 @@ def _train(
         model_dir=str(target.resolve()),
         steps=steps,
         epochs=float(state.epoch or 0.0),
-        train_loss=float(output.training_loss),
+        train_loss=whole_run_loss(float(output.training_loss), state, resumed_step),
         seconds=round(seconds, 3),
         steps_per_second=round(float(output.metrics.get("train_steps_per_second", 0.0)), 4),
         tokens_seen=tokens,

@@ -35,6 +35,21 @@ class ReadStats:
     skipped: int = 0
 
 
+MAX_ROW_DEPTH = 64  # nesting of one record (a problem's fields and metadata); deeper is refused
+
+
+def check_row_depth(row: Any, limit: int = MAX_ROW_DEPTH) -> None:
+    """ValueError when a parsed record nests deeper than ``limit`` (walked without recursion): such a row
+    would overflow the recursion of whatever reads it next (validation, logging, serialisation)."""
+    stack: list[tuple[Any, int]] = [(row, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ValueError(f"nested deeper than {limit} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+
+
 def read_jsonl(
     path: str | Path, *, skip_bad: bool = False, stats: ReadStats | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -45,9 +60,14 @@ def read_jsonl(
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except RecursionError:
+                    raise ValueError(f"nested deeper than {MAX_ROW_DEPTH} levels") from None
                 if not isinstance(row, dict):
                     raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+                if line.count("{") + line.count("[") > MAX_ROW_DEPTH:  # cheap: most rows stop here
+                    check_row_depth(row)
             except ValueError as exc:
                 if skip_bad:
                     stats.skipped += 1

@@ -8,6 +8,11 @@ current folder, relative paths anchored at that file), else MLflow's default. Ev
 Every stage logs through these, so runs from the CLI, the services and the pipeline look the same in the
 MLflow UI: a parent run per pipeline invocation, a nested run per stage, each dataset a stage consumes
 or produces logged with ``mlflow.log_input`` (name, digest, context).
+
+A run journal (``run_journal``) keeps the ids of the runs a call has open in a file (a pipeline keeps it in
+its workdir): a call killed with -9 cannot end its runs, and the next call on that file ends them as KILLED
+with a note (``end_dead_runs``). A fresh SQLite store is created under a file lock beside it, so two first
+calls on a new store do not race to create its tables.
 """
 
 from __future__ import annotations
@@ -109,23 +114,54 @@ _resolved: TrackingStore | None = None
 
 
 def resolve_tracking_uri() -> str:
-    """Point MLflow at ``tracking_store()`` and return its URI (what every stage calls first)."""
+    """Point MLflow at ``tracking_store()`` and return its URI (what every stage calls first). A local SQLite
+    store is created (its tables, MLflow's migrations) under a file lock on its first use in this process."""
     global _resolved
     store = tracking_store()
     mlflow.set_tracking_uri(store.uri)
     _resolved = store
+    _init_sqlite_store(store.uri)
     return store.uri
+
+
+_initialised: set[str] = set()
+
+
+def _init_sqlite_store(uri: str) -> None:
+    """Two processes opening one new SQLite store both create its tables, and the second fails ("table
+    experiments already exists"): the first open of a local SQLite store in each process waits on
+    ``<db>.lock`` and opens the store (creating it when it is new) while holding it."""
+    if uri in _initialised or not uri.startswith("sqlite:///"):
+        return
+    from skillcore.locks import ExclusiveLock
+
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not str(db) or str(db) == ":memory:":
+        return
+    lock = ExclusiveLock(db.with_name(db.name + ".lock"), blocking=True, note=f"opening {uri}")
+    try:
+        lock.acquire()
+    except OSError:  # a store in a folder this process cannot write: nothing to create, nothing to guard
+        return
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # creates the tables of a new store, runs its migrations
+        client.search_registered_models(max_results=1)
+    finally:
+        lock.release()
+    _initialised.add(uri)
 
 
 def use_experiment(name: str) -> None:
     """``mlflow.set_experiment``, creating the experiment under the project's artifact root when the
     project sets one (MLflow's default is ``./mlruns`` of whatever folder the command runs in)."""
-    store = tracking_store()
-    if store.artifact_root and mlflow.get_experiment_by_name(name) is None:
-        from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException
 
-        with suppress(MlflowException):  # created concurrently
-            mlflow.create_experiment(name, artifact_location=Path(store.artifact_root).as_uri())
+    store = tracking_store()
+    if mlflow.get_experiment_by_name(name) is None:
+        location = Path(store.artifact_root).as_uri() if store.artifact_root else None
+        with suppress(MlflowException):  # created concurrently: set_experiment below finds it
+            mlflow.create_experiment(name, artifact_location=location)
     experiment = mlflow.set_experiment(name)
     if EXPERIMENT_KIND_TAG not in experiment.tags:  # the UI's model-training view, not the GenAI overview
         mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, "custom_model_development")
@@ -143,7 +179,11 @@ def pipeline_run(
     resolve_tracking_uri()
     use_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run, _killed_on_stop():
+    with (
+        mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run,
+        _journaled(run),
+        _killed_on_stop(),
+    ):
         if params:
             mlflow.log_params(_flat_params(params))
         yield run
@@ -164,7 +204,11 @@ def stage_run(
         with pipeline_run(run_name or stage, experiment=experiment, tags=tags, params=params) as run:
             yield run
         return
-    with mlflow.start_run(run_name=run_name or stage, nested=True, tags=tags) as run, _killed_on_stop():
+    with (
+        mlflow.start_run(run_name=run_name or stage, nested=True, tags=tags) as run,
+        _journaled(run),
+        _killed_on_stop(),
+    ):
         if params:
             mlflow.log_params(_flat_params(params))
         yield run
@@ -179,6 +223,97 @@ def _killed_on_stop() -> Iterator[None]:
     except (KeyboardInterrupt, SystemExit):
         mlflow.end_run("KILLED")
         raise
+
+
+# ------------------------------------------------------------------------------ runs left by a dead process
+_journal: Path | None = None
+KILLED_NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+
+
+@contextmanager
+def run_journal(path: str | Path) -> Iterator[Path]:
+    """Within the block, every run opened through ``pipeline_run``/``stage_run`` is listed in ``path`` (JSON)
+    while it is open. The caller holds ``path`` alone (a pipeline holds its workdir's lock)."""
+    global _journal
+    previous, _journal = _journal, Path(path)
+    try:
+        yield _journal
+    finally:
+        _journal = previous
+
+
+def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_journal(path: Path, entries: dict[str, dict[str, Any]]) -> None:
+    from skillcore.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(entries, indent=1))
+
+
+@contextmanager
+def _journaled(run: Any) -> Iterator[None]:
+    path = _journal
+    if path is None:
+        yield
+        return
+    import socket
+    import time
+
+    run_id = run.info.run_id
+    entries = _read_journal(path)
+    entries[run_id] = {
+        "name": run.info.run_name,
+        "tracking_uri": str(mlflow.get_tracking_uri()),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_journal(path, entries)
+    try:
+        yield
+    finally:  # ended (finished, failed or killed): no longer the journal's business
+        entries = _read_journal(path)
+        if entries.pop(run_id, None) is not None:
+            _write_journal(path, entries)
+
+
+def end_dead_runs(path: str | Path) -> list[tuple[str, str]]:
+    """End as KILLED, with a note, every run the journal at ``path`` lists that is still RUNNING: call it
+    holding what the journal belongs to (a workdir's lock), so the process that opened them is gone.
+    Returns (run id, who left it) for each run ended; empties the journal."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    journal = Path(path)
+    entries = _read_journal(journal)
+    ended: list[tuple[str, str]] = []
+    for run_id, entry in entries.items():
+        who = (
+            f"pid {entry.get('pid', '?')} on {entry.get('host', '?')} (started {entry.get('started', '?')}), "
+            "which ended without closing it"
+        )
+        try:
+            client = MlflowClient(tracking_uri=entry.get("tracking_uri") or None)
+            if client.get_run(run_id).info.status != "RUNNING":
+                continue
+            client.set_tag(
+                run_id,
+                KILLED_NOTE_TAG,
+                f"Marked KILLED by a later call on {journal.parent}: it was left RUNNING by {who}.",
+            )
+            client.set_terminated(run_id, "KILLED")
+        except MlflowException:  # the store or the run is gone: nothing to end
+            continue
+        ended.append((run_id, f"{entry.get('name') or 'a run'} of {who}"))
+    if entries:
+        _write_journal(journal, {})
+    return ended
 
 
 def _flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -51,6 +51,41 @@ DUPLICATES_HINT = (
 log = logging.getLogger("skillcore.tree")
 
 
+MAX_TREE_DEPTH = 100  # skill levels below the root (real trees: 3 to 8)
+MAX_TREE_ITEMS = 2_000_000  # JSON objects and lists walked in one tree (YAML aliases count each time used)
+
+
+def check_tree_shape(data: Any) -> None:
+    """Refuse, in one line and without recursion, what the tree parsers cannot walk: a node that contains
+    itself (a YAML anchor referring to itself), nesting deeper than ``MAX_TREE_DEPTH`` levels, or more than
+    ``MAX_TREE_ITEMS`` objects (aliases that multiply a small file)."""
+    limit = 2 * MAX_TREE_DEPTH + 2  # a level is a node object and its list of children
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(data, 0, False)]
+    seen = 0
+    while stack:
+        item, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(item))
+            continue
+        if id(item) in on_path:
+            name = item.get("name") if isinstance(item, dict) else None
+            raise SkillTreeError(
+                f"the skill tree contains itself{f' at node {name!r}' if isinstance(name, str) else ''} "
+                "(a YAML anchor that refers to itself?): a tree cannot hold a cycle"
+            )
+        if depth > limit:
+            raise SkillTreeError(f"the skill tree is nested deeper than {MAX_TREE_DEPTH} levels")
+        seen += 1
+        if seen > MAX_TREE_ITEMS:
+            raise SkillTreeError(f"the skill tree holds more than {MAX_TREE_ITEMS} objects")
+        on_path.add(id(item))
+        stack.append((item, depth, True))
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, False))
+
+
 class SkillTreeError(ValueError):
     """A skill tree document is malformed; the message lists every problem found."""
 
@@ -193,6 +228,7 @@ class SkillTree:
         levels = check_raw_levels(raw_levels)
         if not isinstance(data, Mapping):
             raise SkillTreeError(f"a skill tree must be a JSON object, got {type(data).__name__}")
+        check_tree_shape(data)
         errors: list[str] = []
         conversion: RawConversion | None = None
         if "subtrees" in data:
@@ -232,6 +268,10 @@ class SkillTree:
             data = yaml.safe_load(text) if path.suffix in {".yaml", ".yml"} else json.loads(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SkillTreeError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+        except RecursionError:
+            raise SkillTreeError(
+                f"{path}: nested too deeply to read (a skill tree has at most {MAX_TREE_DEPTH} levels)"
+            ) from None
         return cls.from_dict(data, duplicates=duplicates, raw_levels=raw_levels)
 
     # ----------------------------------------------------------------- serialisation

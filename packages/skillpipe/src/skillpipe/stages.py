@@ -165,7 +165,7 @@ def _world(out: Path, key: str, cfg: DataSection, seed: int) -> StageOutput:
 def _user_pool(out: Path, key: str, cfg: DataSection) -> StageOutput:
     """Read the user's pool row by row into the native fields; a row that lacks a field fails with its
     line number."""
-    from skillcore import iter_rows, map_record
+    from skillcore import JsonlError, iter_rows, map_record
     from skillcore.tracking import log_dataset
     from tqdm import tqdm
 
@@ -174,13 +174,16 @@ def _user_pool(out: Path, key: str, cfg: DataSection) -> StageOutput:
         out / "tree.json"
     )
     rows = []
-    for line, raw in enumerate(tqdm(iter_rows(cfg.pool), desc="reading the pool", unit="row"), start=1):
-        try:
-            rows.append(map_record(raw, cfg.pool_format).model_dump(exclude={"chains"}))
-        except (KeyError, ValueError) as exc:
-            raise PipelineInputError(
-                f"{cfg.pool} row {line}: {exc} (pool format {cfg.pool_format!r})"
-            ) from exc
+    try:
+        for line, raw in enumerate(tqdm(iter_rows(cfg.pool), desc="reading the pool", unit="row"), start=1):
+            try:
+                rows.append(map_record(raw, cfg.pool_format).model_dump(exclude={"chains"}))
+            except (KeyError, ValueError) as exc:
+                raise PipelineInputError(
+                    f"{cfg.pool} row {line}: {exc} (pool format {cfg.pool_format!r})"
+                ) from exc
+    except JsonlError as exc:  # a line that is not a JSON object, or nests too deep
+        raise PipelineInputError(str(exc)) from exc
     if not rows:
         raise PipelineInputError(f"{cfg.pool}: the pool is empty")
     ids = [r["unique_id"] for r in rows]

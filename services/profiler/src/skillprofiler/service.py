@@ -131,6 +131,8 @@ def client_error(exc: BaseException) -> tuple[int, str] | None:
         return 400, validation_message(exc)
     if isinstance(exc, ValueError | ModelRefError | SkillTreeError | JsonlError | KeyError):
         return 400, str(exc)
+    if isinstance(exc, RecursionError):  # input nested past what the checks at load foresaw
+        return 400, "the request's input is nested too deeply to read"
     if isinstance(exc, EngineError):
         return 422, str(exc)
     return None
@@ -247,6 +249,34 @@ def load_checked(
     return skill_tree, problems
 
 
+def api_fields() -> dict[str, set[str]]:
+    """The top-level fields each JSON API takes, by its POST path (a task by its ``/submit`` path)."""
+    fields = {}
+    for api in Profiler.apis.values():  # type: ignore[attr-defined]
+        path = f"{api.route}/submit" if api.is_task else api.route
+        fields[path.rstrip("/")] = set(api.input_spec.model_fields)
+    return fields
+
+
+def unknown_fields(path: str, body: bytes) -> str | None:
+    """The refusal of a JSON object body naming fields its API does not take (a misspelled field is never
+    silently ignored), or None. Bodies that are not JSON objects are left to the API's own checks."""
+    known = api_fields().get(path)
+    if known is None or not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    unknown = sorted(k for k in data if k not in known)
+    if not unknown:
+        return None
+    names = ", ".join(repr(k)[:80] for k in unknown[:10])
+    return f"unknown field(s) {names} in the request to {path}; known: {', '.join(sorted(known))}"
+
+
 def precheck_submit(settings: Settings, body: bytes) -> tuple[int, str] | None:
     """What ``/profile/submit`` would refuse before a task is stored: (status, message), or None to go on.
 
@@ -256,6 +286,8 @@ def precheck_submit(settings: Settings, body: bytes) -> tuple[int, str] | None:
         data = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return 400, f"request body is not valid JSON: {exc}"
+    except RecursionError:
+        return 400, "request body is nested too deeply to read"
     if not isinstance(data, dict):
         return 400, "request body must be a JSON object"
     try:
@@ -362,10 +394,22 @@ class RequestGuardMiddleware:
             return
         if body is None:
             return
+        if method == "POST":
+            unknown = unknown_fields(path, body)
+            if unknown is not None:
+                await self._refuse(scope, receive, send, 400, unknown)
+                return
         if method == "POST" and path == f"{self.path}/submit":
             import anyio
 
-            refused = await anyio.to_thread.run_sync(precheck_submit, self.settings, body)
+            try:
+                refused = await anyio.to_thread.run_sync(precheck_submit, self.settings, body)
+            except Exception as exc:  # a server fault: answered (500), logged, never a request left hanging
+                log.exception("profile/submit: checking the request failed")
+                refused = (
+                    500,
+                    f"checking the request failed: {type(exc).__name__}: {_one_line(str(exc))[:500]}",
+                )
             if refused is not None:
                 await self._refuse(scope, receive, send, *refused)
                 return

@@ -14,7 +14,15 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from skillcore import JsonlAppender, PoolProblem, SkillTreeError, iter_rows, map_record, read_jsonl
+from skillcore import (
+    JsonlAppender,
+    JsonlError,
+    PoolProblem,
+    SkillTreeError,
+    iter_rows,
+    map_record,
+    read_jsonl,
+)
 from skillcore.cli_options import TreeDuplicatesOpt, TreeRawLevelsOpt
 from skilltag.quality import tag_stats
 
@@ -177,8 +185,19 @@ def tag(
         tag_batch = engine.tag
         describe = engine.describe()
 
+    def input_rows() -> Iterator[dict[str, Any]]:
+        """The input's rows; an unreadable line (bad JSON, nested too deep) is a usage error (exit 2)."""
+        lines = iter_rows(source)
+        while True:
+            try:
+                yield next(lines)
+            except StopIteration:
+                return
+            except JsonlError as exc:
+                raise typer.BadParameter(str(exc), param_hint="INPUT") from exc
+
     def problems(done: set[Any]) -> Iterator[PoolProblem]:
-        for i, raw in enumerate(iter_rows(source)):
+        for i, raw in enumerate(input_rows()):
             if limit is not None and i >= limit:
                 return
             try:  # tagging reads the question (and solution), not the expected answer
