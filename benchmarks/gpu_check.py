@@ -363,8 +363,11 @@ def sft_settings(check: CheckSettings, model: str, device: str) -> Any:
 
 def step_clock(warmup_steps: int, deadline: float, device: str) -> Any:
     """A ``TrainerCallback`` that notes the time and the tokens seen at the end of every step, and stops
-    training once ``deadline`` has passed (after at least two measured steps)."""
+    training once ``deadline`` has passed (after at least two measured steps). The figures cover the steps
+    after the first ``warmup_steps`` (at least one: its end starts the clock)."""
     from transformers import TrainerCallback
+
+    warmup = max(1, warmup_steps)
 
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
@@ -375,15 +378,15 @@ def step_clock(warmup_steps: int, deadline: float, device: str) -> Any:
             _sync(device)
             self.times.append(time.perf_counter())
             self.tokens.append(int(state.num_input_tokens_seen or 0))
-            if time.monotonic() > deadline and len(self.times) >= warmup_steps + 2:
+            if time.monotonic() > deadline and len(self.times) >= warmup + 2:
                 control.should_training_stop = True
 
         def figures(self) -> dict[str, Any]:
-            if len(self.times) < warmup_steps + 2:
+            if len(self.times) < warmup + 1:
                 raise RuntimeError(f"only {len(self.times)} steps ran: no step after the warmup to measure")
-            seconds = self.times[-1] - self.times[warmup_steps]
-            steps = len(self.times) - 1 - warmup_steps
-            tokens = self.tokens[-1] - self.tokens[warmup_steps]
+            seconds = self.times[-1] - self.times[warmup - 1]
+            steps = len(self.times) - warmup
+            tokens = self.tokens[-1] - self.tokens[warmup - 1]
             return {
                 "measured_steps": steps,
                 "measured_s": round(seconds, 3),
