@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -149,7 +149,6 @@ class CheckSettings:
     eval_new_tokens: int
     eval_batch: int
     sft_preset: str = "paper"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # Budgets: the small model first (its figures come early), then the large one; 420 s of parts, 450 s in all.
@@ -575,7 +574,7 @@ def run_part(part: Part, *, budget_s: float, device: str, workdir: Path, tiny: b
     if rc is None:
         return {
             "status": "timeout",
-            "error": f"over its budget of {budget_s:.0f} s",
+            "error": f"over its budget of {budget_s:g} s",
             "seconds": seconds,
             "log_tail": _tail(log_path),
         }
@@ -623,8 +622,6 @@ def run_check(
     env = environment(device)
     if peak_tflops is not None:
         env.update(peak_key="--peak-tflops", peak_bf16_dense_tflops=peak_tflops)
-    settings = asdict(check)
-    settings["parts"] = [asdict(p) for p in check.parts]
     record: dict[str, Any] = {
         "check": "skilldistill gpu_check",
         "mode": "tiny" if tiny else "gpu",
@@ -633,7 +630,7 @@ def run_check(
         "environment": env,
         "peak_bf16_dense_tflops_table": PEAK_BF16_DENSE_TFLOPS,
         "mfu_definition": "6 * n_params * non-padding tokens/s / peak dense bf16 FLOP/s",
-        "settings": settings,
+        "settings": {**asdict(check), "parts": [asdict(p) for p in check.parts]},  # a list, as in JSON
         "parts": {},
     }
     _write_json(out, record)

@@ -146,7 +146,7 @@ def test_failures_are_recorded_and_the_check_goes_on(gc: ModuleType, tmp_path: P
     assert result["status"] == "error" and "unknown model 'qwen3-70b'" in result["error"]
     slow = gc.Part("sft", "qwen3-tiny", 60)
     result = gc.run_part(slow, budget_s=0.5, device="cpu", workdir=tmp_path, tiny=True)
-    assert result["status"] == "timeout" and "budget of 0 s" in result["error"]
+    assert result["status"] == "timeout" and "budget of 0.5 s" in result["error"]
     # no time left: every part is skipped, and the figure file is still written
     out = tmp_path / "figures.json"
     record = gc.run_check(tiny=True, device="cpu", out=out, workdir=tmp_path, time_limit_s=5)
