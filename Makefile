@@ -7,7 +7,7 @@ DISTS := $(sort $(dir $(wildcard packages/*/pyproject.toml services/*/pyproject.
 STAMP := $(VENV)/.installed
 DEMO_MODEL ?= qwen3-tiny-skilldistill-demo
 
-.PHONY: install test demo compare lint typecheck bench bench-quick bench-table protos gpu-install clean
+.PHONY: install test demo compare lint typecheck bench bench-quick bench-table protos gpu-install gpu-check gpu-wheels clean
 
 $(STAMP): constraints.txt pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,22 @@ protos: $(STAMP)
 gpu-install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e ".[dev]" $(addprefix -e ,$(filter-out packages/distill/,$(DISTS))) -e "packages/distill[gpu]"
+
+# The GPU check (benchmarks/gpu_check.py, README "GPU check"), on a GPU machine with no network: `make
+# gpu-wheels` fetches here the wheels that machine lacks (benchmarks/gpu_wheels.txt) into .whl/; carried
+# there, `make gpu-check` installs them into GPU_SITE and runs the check with the machine's CUDA python.
+GPU_PYTHON ?= python3
+GPU_SITE ?= /tmp/gpu-check-site
+GPU_CHECK_ARGS ?=
+gpu-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl -r benchmarks/gpu_wheels.txt
+
+gpu-check:
+	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile \
+		--upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # The profiler's bento with the project's own distributions as wheels (infra/build_bento.py; the bento store
 # is BENTOML_HOME, default ~/bentoml). BENTO_ARGS=--containerize also builds the image (needs Docker).

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -190,14 +191,14 @@ def sft_config(settings: SFTSettings, output_dir: Path, *, device: str, progress
 
 def mlflow_metrics_callback() -> Any:
     """A ``TrainerCallback`` that forwards the trainer's logs (loss, learning rate, grad norm) to the
-    active MLflow run (the stage run), from the main process only."""
+    active MLflow run (the stage run), from the main process only. A process that never imported mlflow
+    has no active run, so training needs no mlflow installed (the GPU check runs without it)."""
     from transformers import TrainerCallback
 
     class MlflowMetrics(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-            import mlflow
-
-            if not state.is_world_process_zero or mlflow.active_run() is None or not logs:
+            mlflow = sys.modules.get("mlflow")
+            if mlflow is None or not state.is_world_process_zero or mlflow.active_run() is None or not logs:
                 return
             metrics = {
                 f"train/{k}": float(v)
