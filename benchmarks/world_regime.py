@@ -10,7 +10,7 @@ rerun prints the same figures without recomputing), and each step runs on one to
 
 Parts:
 - ``tiers``: the base student's one-skill probe accuracy per leaf and per tier.
-- ``regime``: 1,000 one-skill examples concentrated on the weak leaves (250 each) and on the hard leaf, and
+- ``regime``: 1,000 one-skill examples concentrated on the weak leaves (250 each), 1,000 on the hard leaf, and
   1,000 random pool problems, plain SFT: gains of the focused leaves, loss of the mastered ones.
 
 The paper's arms (random or skill selection, plain or skill-aware SFT, over seeds) are run by the pipeline
@@ -100,7 +100,7 @@ def part_regime(base: Path, out: Path) -> None:
     before = probe(base, out / "base")
     arms = {
         "focus-weak": focus_problems(TIER_LEAVES["weak"], K // len(TIER_LEAVES["weak"])),
-        "focus-hard": focus_problems(TIER_LEAVES["hard"], 250),
+        "focus-hard": focus_problems(TIER_LEAVES["hard"], K),
         "random": generate_pool(K, seed=7),
     }
     tiers = tier_means(before)

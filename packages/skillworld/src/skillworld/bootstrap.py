@@ -8,22 +8,23 @@ with a plain sentence naming the skill ("This is a least common multiple questio
 knows which name goes with which question, but never the ``Skills:`` chain format that skill-aware
 fine-tuning teaches.
 
-A leaf's tier is how the corpus splits it between the two (``TIERS``), and the bounds each tier declares
-are what the shipped student measured on the one-skill probes (``benchmarks/world_regime.py``):
+A leaf's tier is how many chat problems it gets (``TIERS``), and the bounds each tier declares are what
+the shipped student measured on the one-skill probes (``benchmarks/world_regime.py``; the paper's regime:
+a strong student with a few weak skills and a trap, docs/world-calibration.md, candidate F):
 
-- **mastered** (3 leaves): 46,000 of the 50,000 chat problems; 100% alone.
-- **weak** (4): about 1,900 textbook passages and 150 chat problems each: the student knows the procedure
-  but seldom gets it right in an answer (20-47%); 200 chat examples of each raised them by 17-30 points.
-- **latent** (8): the same recipe, but the procedure carries less far into answers (0-13%).
-- **hard** (1, exact division): passages and 2,400 chat problems whose traces write the quotient without
-  the long division, so the student must guess it; 250 more examples moved it from 7% to 13%.
-- **barely seen** (10): about 50 chat problems each, no passages (0-3%).
+- **mastered** (21 leaves): every leaf's passages and its share of 60,000 chat problems; 33-100% alone,
+  19 of them at 60% or above.
+- **weak** (4: order of operations, long multiplication, arithmetic series, modular exponentiation): half
+  a mastered leaf's chat share (modular exponentiation a fifteenth); 37-53%.
+- **hard** (1, exact division, the trap): a two-digit divisor and a quotient of three to five digits that
+  the trace writes without the long division, so it cannot be guessed; 0%.
 
-The default configuration's student is shipped with the package (``data/base-student``, about 1 MB,
-with the SHA-256 of every file in its ``manifest.json``): ``bootstrap()`` registers a verified copy of it
-instead of training for eleven minutes (5,000 steps at one thread), and ``bootstrap(retrain=True)``
-(``skillworld bootstrap --retrain``) trains it again from the same corpus and seed, and says whether the
-weights came out bit for bit the same (training is deterministic at a fixed thread count and torch build).
+The default configuration's student (128-dim, 4 layers, 0.92M parameters) is shipped with the package
+(``data/base-student``, about 3.7 MB, with the SHA-256 of every file in its ``manifest.json``):
+``bootstrap()`` registers a verified copy of it instead of training for 52 minutes (11,250 steps at one
+thread), and ``bootstrap(retrain=True)`` (``skillworld bootstrap --retrain``) trains it again from the same
+corpus and seed, and says whether the weights came out bit for bit the same (training is deterministic at a
+fixed thread count and torch build).
 """
 
 from __future__ import annotations
@@ -65,48 +66,35 @@ class Tier:
     bounds: tuple[float, float]
 
 
-# Mastered leaves carry their own chat weights (basic probability needs four times the share of the two
-# counting leaves to pass 80%).
-MASTERED = {"Permutations": 0.5, "Combinations": 0.5, "Basic probability": 2.0}
-# Weak and latent leaves share a recipe (textbook passages, a few chat problems); which of the two a leaf
-# lands in is how far its procedure carries from the passages into answers, as measured.
+# Every leaf is mastered unless a tier below names it. Two leaves carry their own chat weight: basic
+# probability needs twice the share to pass 80%, and modular exponentiation at the weak tier's 0.5 came
+# out mastered (its procedure is short), so it gets about a tenth of that (docs/world-calibration.md).
+CHAT_WEIGHTS = {"Basic probability": 2.0, "Modular exponentiation": 0.065}
 TIER_LEAVES: dict[str, tuple[str, ...]] = {
-    "weak": ("Percentages", "Quadratic equations", "Multiplication principle", "Modular exponentiation"),
-    "latent": (
-        "Least common multiple",
-        "Greatest common divisor",
-        "Multi-digit addition",
-        "Multi-digit subtraction",
-        "Remainders by digit sums",
-        "Linear equations",
-        "Simplifying fractions",
-        "Arithmetic sequences",
-    ),
+    "weak": ("Order of operations", "Long multiplication", "Arithmetic series", "Modular exponentiation"),
     "hard": ("Exact division",),
 }
 TIERS: dict[str, Tier] = {
-    "mastered": Tier(chat=1.0, textbook=1.0, bounds=(0.8, 1.0)),
-    "weak": Tier(chat=0.01, textbook=1.0, bounds=(0.2, 0.6)),
-    "latent": Tier(chat=0.01, textbook=1.0, bounds=(0.0, 0.2)),
-    "hard": Tier(chat=0.15, textbook=1.0, bounds=(0.0, 0.1)),
-    "barely_seen": Tier(chat=0.003, textbook=0.0, bounds=(0.0, 0.1)),
+    "mastered": Tier(chat=1.0, textbook=1.0, bounds=(0.3, 1.0)),
+    "weak": Tier(chat=0.5, textbook=1.0, bounds=(0.3, 0.6)),
+    "hard": Tier(chat=0.1, textbook=1.0, bounds=(0.0, 0.1)),
 }
 
 
 def leaf_tiers() -> dict[str, str]:
-    """Leaf -> bootstrap tier; every leaf not named mastered, weak or hard is barely seen."""
-    tiers = dict.fromkeys(MASTERED, "mastered")
+    """Leaf -> bootstrap tier; every leaf not named weak or hard is mastered."""
+    tiers: dict[str, str] = {}
     for tier, leaves in TIER_LEAVES.items():
         tiers.update(dict.fromkeys(leaves, tier))
     unknown = set(tiers) - set(leaf_names())
     if unknown:
         raise RuntimeError(f"bootstrap tiers name leaves the world does not have: {sorted(unknown)}")
-    return {leaf: tiers.get(leaf, "barely_seen") for leaf in leaf_names()}
+    return {leaf: tiers.get(leaf, "mastered") for leaf in leaf_names()}
 
 
 def chat_weights() -> dict[str, float]:
     return {
-        leaf: MASTERED[leaf] if tier == "mastered" else TIERS[tier].chat
+        leaf: CHAT_WEIGHTS.get(leaf, TIERS[tier].chat)
         for leaf, tier in leaf_tiers().items()
     }
 
@@ -116,7 +104,7 @@ def textbook_weights() -> dict[str, float]:
 
 
 BOOTSTRAP_MIX = Mix(
-    n_skills={1: 0.95, 2: 0.05},
+    n_skills={1: 0.8, 2: 0.15, 3: 0.05},
     levels={1: 0.5, 2: 0.3, 3: 0.2},
     leaf_weights=chat_weights(),
     skill_mentions=0.5,
@@ -127,16 +115,20 @@ TEXTBOOK_LEVELS = {1: 0.4, 2: 0.4, 3: 0.2}
 @dataclass
 class BootstrapConfig:
     seed: int = 0
-    n_problems: int = 50_000  # chat problems
+    n_problems: int = 60_000  # chat problems
     n_textbook: int = 30_000  # textbook passages
-    epochs: float = 1.0
+    epochs: float = 2.0
     batch_size: int = 16
     # 1e-2 (the first default) left the loss at 0.17 where 3e-3 reaches 0.09 on the same data and steps.
     lr: float = 3e-3
     warmup_steps: int = 30
     vocab_size: int = 1024
     tokenizer_texts: int = 6000
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of student.DEFAULT_MODEL_CONFIG
+    # Overrides of student.DEFAULT_MODEL_CONFIG: twice its width (0.92M parameters). The 64-wide student
+    # could not hold 21 mastered leaves (docs/world-calibration.md).
+    model: dict[str, Any] = field(
+        default_factory=lambda: {"hidden_size": 128, "intermediate_size": 384, "head_dim": 32}
+    )
     time_budget_s: float | None = None
     # One thread: it survives another process on the cores, and the shipped student is reproduced bit for
     # bit at one thread (a different thread count sums in another order).

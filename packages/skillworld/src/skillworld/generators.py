@@ -237,8 +237,11 @@ def gen_exact_division(rng: random.Random, level: int, fed: Fed | None) -> Part 
         n = fed.value
         qv = n // d
     else:
-        d = rng.randint(2, 9 if level == 1 else 19)
-        qv = rng.randint(2, 10 ** (level + 1) // 2)
+        # A two-digit divisor and a quotient of three digits at level 1 (four, five above): the trace writes
+        # the quotient without the long division, so it cannot be guessed from the operands. This is the
+        # world's trap leaf; quotients up to 50 (the first generator) were guessed half the time.
+        d = rng.randint(11, 19 if level == 1 else 49)
+        qv = rng.randint(10 ** (level + 1), 10 ** (level + 2) - 1)
         n = qv * d
     sn = _op(fed, n)
     q = rng.choice(
