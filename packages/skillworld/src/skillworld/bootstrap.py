@@ -93,10 +93,7 @@ def leaf_tiers() -> dict[str, str]:
 
 
 def chat_weights() -> dict[str, float]:
-    return {
-        leaf: CHAT_WEIGHTS.get(leaf, TIERS[tier].chat)
-        for leaf, tier in leaf_tiers().items()
-    }
+    return {leaf: CHAT_WEIGHTS.get(leaf, TIERS[tier].chat) for leaf, tier in leaf_tiers().items()}
 
 
 def textbook_weights() -> dict[str, float]:
