@@ -2,7 +2,7 @@
 loop, side by side in one process, and evaluation problems per second.
 
 1. Training: the same world problems, the same freshly initialised 4-layer student, batch 16, lr 3e-3,
-   one epoch, through ``distill.sft.train_sft`` (TRL ``SFTTrainer``, assistant-only loss, length-grouped
+   one epoch, through ``distill.sft.train_sft`` (TRL ``SFTTrainer``, completion-only loss, length-grouped
    batches; the measured round) and through ``skillworld.student.train_student`` (the plain torch loop that
    pretrains the tiny student: length-bucketed batches, AdamW, cosine schedule, loss on the assistant
    turn; the baseline, timed just before). Steps/s and non-padding tokens/s for both; the time includes
@@ -38,8 +38,9 @@ def test_sft_trl_vs_plain_loop(bench: Any, benchmark: Any, tmp_path: Path, threa
 
     bench.conditions(threads=threads, cores=threads)
     problems = generate_pool(N_EXAMPLES, seed=5)
-    rows, _ = format_examples(problems, FormatConfig())
-    base = init_student(tmp_path / "base", tokenizer=build_tokenizer(n_texts=2000))
+    tokenizer = build_tokenizer(n_texts=2000)
+    rows, _ = format_examples(problems, FormatConfig(), tokenizer)
+    base = init_student(tmp_path / "base", tokenizer=tokenizer)
     settings = load_sft_settings(
         "cpu-demo",
         learning_rate=3e-3,

@@ -6,7 +6,7 @@ README "GPU check"). In under 8 minutes it measures, on randomly initialised mod
 of Qwen3-0.6B and Qwen3-4B (``Qwen3Config`` only, nothing downloaded):
 
 1. ``sft/<model>``: bf16 SFT through ``distill.sft.build_trainer`` (TRL's ``SFTTrainer`` exactly as
-   ``train_sft`` configures it: the paper preset, assistant-only loss, gradient checkpointing) on world
+   ``train_sft`` configures it: the paper preset, completion-only loss, gradient checkpointing) on world
    problems (``skillworld``) formatted skill-aware by ``distill.formatting``. Steps/s and non-padding
    tokens/s over the steps after the warmup steps, and MFU = 6 * N * tokens/s / the GPU's peak dense bf16
    FLOP/s (N: every parameter once, the tied embedding counted as the LM head; attention's quadratic
@@ -401,13 +401,15 @@ def part_sft(ctx: Context) -> dict[str, Any]:
     from distill.formatting import FormatConfig, format_examples
     from distill.sft import build_trainer
     from skillworld import generate_pool
+    from transformers import AutoTokenizer
 
     start = time.perf_counter()
     check = ctx.check
     model_dir = ensure_model(ctx)
     settings = sft_settings(check, ctx.model, ctx.device)
     n_examples = settings.per_device_train_batch_size * settings.max_steps
-    rows, _ = format_examples(generate_pool(n_examples, seed=1), FormatConfig(skill_aware=True))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows, _ = format_examples(generate_pool(n_examples, seed=1), FormatConfig(skill_aware=True), tokenizer)
     clock = step_clock(check.sft_warmup_steps, ctx.deadline, ctx.device)
     ckpt = ctx.workdir / "sft" / ctx.model
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -47,8 +47,10 @@ def cached(path: Path, compute: Any) -> Any:
 def fine_tune(base: str, problems: list[Any], out: Path, *, skill_aware: bool, seed: int) -> Path:
     from distill.formatting import FormatConfig, format_examples
     from distill.sft import load_sft_settings, train_sft
+    from transformers import AutoTokenizer
 
-    rows, _ = format_examples(problems, FormatConfig(skill_aware=skill_aware))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    rows, _ = format_examples(problems, FormatConfig(skill_aware=skill_aware), tokenizer)
     settings = load_sft_settings("cpu-demo", seed=seed)
     result = train_sft(base, rows, settings, out_dir=out, progress=False)
     log(f"  trained {out.name}: {result.steps} steps, loss {result.train_loss:.3f}, {result.seconds:.0f}s")

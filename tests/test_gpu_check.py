@@ -104,7 +104,7 @@ def test_gpu_settings_and_part_commands(gc: ModuleType, tmp_path: Path) -> None:
     settings = gc.sft_settings(check, "qwen3-4b", "cuda")
     kwargs = sft_kwargs(settings, tmp_path, device="cuda")
     assert kwargs["bf16"] is True and kwargs["use_cpu"] is False
-    assert kwargs["activation_checkpointing"] is True and kwargs["assistant_only_loss"] is True
+    assert kwargs["activation_checkpointing"] is True and kwargs["completion_only_loss"] is True
     assert kwargs["per_device_train_batch_size"] == check.sft_batch["qwen3-4b"]
     assert kwargs["gradient_accumulation_steps"] == 1
     assert kwargs["max_steps"] == check.sft_warmup_steps + check.sft_steps

@@ -128,7 +128,8 @@ def test_pipeline_runs_every_stage_reuses_them_and_reruns_what_a_change_touches(
     # training: 12 examples, batch 16, 3 epochs (cpu-demo); targets carry the Skills block
     assert stages["train:skill-skill"]["steps"] == 3
     train_rows = list(read_jsonl(out(stages["format:skill-skill"], "train")))
-    assert len(train_rows) == 12 and all("Skills:" in r["messages"][-1]["content"] for r in train_rows)
+    assert len(train_rows) == 12 and all(r["completion"].startswith("<think>\nSkills:\n") for r in train_rows)
+    assert stages["format:skill-skill"]["placement"] == "think"  # the tiny student's Qwen3 template
     # evaluation: the trained arm's per-problem records agree with its report and with the stage figures
     report = json.loads(out(stages["evaluate:skill-skill"], "report").read_text())
     assert set(report["benchmarks"]) == {"aime24", "aime25", "amc23", "math-l5", "olympiadbench"}
@@ -162,6 +163,8 @@ def test_pipeline_runs_every_stage_reuses_them_and_reruns_what_a_change_touches(
         and keyed["train:skill-skill"] == stages["train:skill-skill"]["key"]
     )
     assert keyed["select:skill"] == stages["select:skill"]["key"]
+    train_run = next(r for r in children if r.info.run_name == "train:skill-skill")
+    assert train_run.data.params["format.placement_used"] == "think"
     contexts = {
         {t.key: t.value for t in d.tags}.get("mlflow.data.context")
         for r in children

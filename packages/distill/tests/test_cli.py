@@ -119,9 +119,11 @@ def test_sft_evaluate_register(
          "--set", "save_steps=100"],
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
-    assert "16 examples, 16 with a Skills block" in trained.output and "1 steps" in trained.output
-    lines = (tmp_path / "sft" / "train.jsonl").read_text().splitlines()
-    assert all("<think>\nSkills:\n" in json.loads(line)["messages"][-1]["content"] for line in lines)
+    assert "16 examples, 16 with a Skills block (0 dropped), placed at think" in trained.output
+    assert "1 steps" in trained.output
+    lines = [json.loads(line) for line in (tmp_path / "sft" / "train.jsonl").read_text().splitlines()]
+    assert all(row["completion"].startswith("<think>\nSkills:\n") for row in lines)
+    assert all(row["prompt"].endswith("<|im_start|>assistant\n") for row in lines)
 
     evaluated = runner.invoke(
         app,

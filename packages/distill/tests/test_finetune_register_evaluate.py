@@ -32,8 +32,11 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_finetune_register_load_candidate_and_evaluate(
     tiny_student_dir: Path, world_pool_small, world_benchmarks_small, tmp_path: Path, store: str
 ) -> None:  # type: ignore[no-untyped-def]
-    rows, stats = format_examples(world_pool_small[:32], FormatConfig(skill_aware=True))
-    assert stats.with_skills == 32
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student_dir)
+    rows, stats = format_examples(world_pool_small[:32], FormatConfig(skill_aware=True), tokenizer)
+    assert stats.with_skills == 32 and stats.placement == "think"
     settings = load_sft_settings("cpu-demo", num_train_epochs=1, save_steps=100, logging_steps=1)
     with mlflow.start_run(run_name="train") as run:
         result = train_sft(tiny_student_dir, rows, settings, out_dir=tmp_path / "sft", progress=False)

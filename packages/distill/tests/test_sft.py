@@ -26,8 +26,11 @@ FAST = {
 
 
 @pytest.fixture(scope="module")
-def examples(world_pool_small):  # type: ignore[no-untyped-def]
-    rows, _ = format_examples(world_pool_small[:48], FormatConfig(skill_aware=True))
+def examples(world_pool_small, tiny_student_dir: Path):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student_dir)
+    rows, _ = format_examples(world_pool_small[:48], FormatConfig(skill_aware=True), tokenizer)
     return rows
 
 
@@ -37,12 +40,14 @@ def test_presets_build_the_papers_recipe(tmp_path: Path) -> None:
     assert (paper.learning_rate, paper.lr_scheduler_type, paper.warmup_ratio) == (1e-5, "cosine", 0.1)
     assert (paper.num_train_epochs, paper.global_batch_size, paper.max_length) == (5, 8, 8192)
     gpu = sft_kwargs(paper, tmp_path, device="cuda", progress=False)
-    assert gpu["bf16"] and gpu["activation_checkpointing"] and gpu["assistant_only_loss"]
+    assert gpu["bf16"] and gpu["activation_checkpointing"] and gpu["completion_only_loss"]
+    assert "assistant_only_loss" not in gpu  # the rows say what trains, not the chat template
     assert not gpu["use_cpu"] and gpu["gradient_accumulation_steps"] == 8
     on_cpu = sft_config(paper, tmp_path, device="cpu", progress=False)  # the real SFTConfig
     assert on_cpu.use_cpu and not on_cpu.bf16  # bf16 is for GPUs only
     assert on_cpu.learning_rate == 1e-5 and on_cpu.max_length == 8192 and on_cpu.report_to == []
-    assert on_cpu.assistant_only_loss and on_cpu.lr_scheduler_type == "cosine"
+    assert on_cpu.completion_only_loss and not on_cpu.assistant_only_loss
+    assert on_cpu.lr_scheduler_type == "cosine"
     own = tmp_path / "mine.yaml"
     own.write_text("learning_rate: 2.0e-4\nnum_train_epochs: 2\nlora: {r: 8}\n")
     mine = load_sft_settings(own, seed=3)

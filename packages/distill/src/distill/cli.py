@@ -217,7 +217,11 @@ def sft(
     preset: Annotated[str, typer.Option(help="SFT preset (paper, cpu-demo) or YAML file")] = "paper",
     skill_aware: Annotated[bool, typer.Option(help="targets name their skill chains first")] = True,
     placement: Annotated[
-        str, typer.Option(help="think (Qwen3) or before_think (the paper's code)")
+        str,
+        typer.Option(
+            help="think (inside the template's thinking block, or the answer's start where it has none) "
+            "or before_think (the paper's code)"
+        ),
     ] = "think",
     min_depth: Annotated[int, typer.Option(min=1, help="first tree level of each chain")] = 1,
     max_depth: Annotated[int | None, typer.Option(min=1, help="last tree level of each chain")] = None,
@@ -264,17 +268,22 @@ def sft(
         raise typer.BadParameter(str(exc)) from exc
     if skill_aware and not any(isinstance(p, TaggedProblem) and p.chains for p in problems):
         raise typer.BadParameter(f"{data} has no skill chains: tag it first or pass --no-skill-aware")
-    rows, stats = format_examples(problems, fmt)
-    if mlflow_log and is_main_process():
-        _say_store()
     from transformers import AutoTokenizer
 
-    check_rendered(AutoTokenizer.from_pretrained(path), rows)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        rows, stats = format_examples(problems, fmt, tokenizer)
+        check_rendered(tokenizer, rows)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if mlflow_log and is_main_process():
+        _say_store()
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_jsonl(out / "train.jsonl", rows)
     typer.echo(
         f"{stats.n_examples} examples, {stats.with_skills} with a Skills block ({stats.dropped_headers} dropped)"
+        + (f", placed at {stats.placement}" if stats.placement else "")
     )
     if mlflow_log and is_main_process():  # one MLflow run however many ranks train
         import mlflow

@@ -1,12 +1,19 @@
 """Supervised fine-tuning with TRL: the project's one training path.
 
 ``SFTSettings`` (a typed config, loaded from the preset files in ``distill/presets/sft/``) beside
-``train_sft`` (one job: fine-tune a causal LM on conversational examples and save it). TRL's
-``SFTTrainer`` does the loop with ``assistant_only_loss=True``: the loss covers the assistant turn only
-(the Skills block included, the prompt excluded), through the training copy of the chat template that TRL
-swaps in for the Qwen3 template. Checkpoints go to ``<out_dir>/checkpoints``; a rerun with the same folder
-resumes from the last one, and a finished run is not trained again. Full fine-tuning by default; LoRA
-(peft) with ``lora:``, merged into the saved model so every engine loads it as a plain checkpoint.
+``train_sft`` (one job: fine-tune a causal LM on prompt-completion examples and save it). The rows are
+``distill.formatting.format_examples``'s: the prompt rendered by the student's chat template, the completion
+the target text and the end-of-turn token. Each is tokenized by ``distill.formatting.encode_example`` (the
+function ``check_rendered`` checks) into ``input_ids`` and a ``completion_mask``, and TRL's ``SFTTrainer``
+does the loop with ``completion_only_loss=True``: the loss covers exactly the completion's tokens (Skills
+block, reasoning, answer, end-of-turn) and nothing of the prompt, whatever the chat template would do to an
+assistant message (no template's generation markers are needed). TRL tokenizing the strings itself would
+add the tokenizer's special tokens to the rendered prompt (a second BOS with Llama-3 templates) and append
+the eos token to a completion that ends with another end-of-turn token.
+
+Checkpoints go to ``<out_dir>/checkpoints``; a rerun with the same folder resumes from the last one, and a
+finished run is not trained again. Full fine-tuning by default; LoRA (peft) with ``lora:``, merged into the
+saved model so every engine loads it as a plain checkpoint.
 
 CPU threads: on a 2-core machine two torch threads collapse (16 -> 0.3 steps/s measured) as soon as
 another process takes a core, while one thread trains the tiny student about as fast as two on an idle
@@ -169,7 +176,7 @@ def sft_kwargs(
         "seed": settings.seed,
         "data_seed": settings.seed,
         "use_cpu": not on_gpu,
-        "assistant_only_loss": True,
+        "completion_only_loss": True,  # labels from the rows' completion_mask (distill.formatting)
         "report_to": "none",  # metrics go to the active stage run (mlflow_metrics_callback)
         "disable_tqdm": not progress,
         "dataloader_num_workers": 0,
@@ -221,7 +228,7 @@ def train_sft(
     callbacks: Sequence[Any] = (),
 ) -> SFTResult:
     """Fine-tune ``model`` (HF id, local directory or ``models:/`` URI) on ``examples`` (rows with a
-    ``messages`` list: user prompt, assistant target) and save the result with its tokenizer and chat
+    ``prompt`` and a ``completion`` string: ``distill.formatting.format_examples``) and save the result with its tokenizer and chat
     template to ``<out_dir>/model``.
 
     Resumable: checkpoints are saved every ``save_steps`` under ``<out_dir>/checkpoints`` and a rerun
@@ -231,9 +238,16 @@ def train_sft(
 
     if not examples:
         raise ValueError("no training examples given")
-    bad = [i for i, row in enumerate(examples) if not isinstance(row.get("messages"), list)]
+    bad = [
+        i
+        for i, row in enumerate(examples)
+        if not (isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str))
+    ]
     if bad:
-        raise ValueError(f"examples need a 'messages' list (rows {bad[:5]} do not)")
+        raise ValueError(
+            f"examples need 'prompt' and 'completion' strings (rows {bad[:5]} do not): "
+            "build them with distill.formatting.format_examples"
+        )
     out = Path(out_dir)
     done_file = out / RESULT_FILE
     if done_file.exists() and (out / MODEL_SUBDIR / "config.json").exists():
@@ -348,12 +362,13 @@ def build_trainer(
     callbacks: Sequence[Any] = (),
 ) -> tuple[Any, Any]:
     """The ``SFTTrainer`` (its ``train_dataset`` already tokenized, with ``labels`` -100 outside the
-    assistant turn) and the tokenizer."""
+    completion) and the tokenizer."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
+    from distill.formatting import encode_example
     from distill.models import resolve_model
 
     path = resolve_model(str(model))
@@ -372,7 +387,8 @@ def build_trainer(
             target_modules=lora.target_modules,
             task_type="CAUSAL_LM",
         )
-    dataset = Dataset.from_list([{"messages": list(row["messages"])} for row in examples])
+    encoded = [encode_example(tokenizer, row) for row in examples]
+    dataset = Dataset.from_list([{"input_ids": ids, "completion_mask": mask} for ids, mask in encoded])
     trainer = SFTTrainer(
         model=lm,
         args=sft_config(settings, Path(checkpoints_dir), device=device, progress=progress),

@@ -589,9 +589,11 @@ def _selection_key(config: Any) -> dict[str, Any]:
 def format_examples(
     st: Stages, fmt: Any, selected: StageResult, the_student: Student, label: str
 ) -> StageResult:
-    """Training rows (TRL conversational) from a selection: skill-aware targets carry the Skills block.
-    The student's chat template must keep that block (checked on rendered text)."""
-    config = fmt.model_dump(mode="json")
+    """Training rows (TRL prompt-completion, the prompt rendered by the student's chat template) from a
+    selection: skill-aware targets carry the Skills block, placed for that template (the placement used is
+    in the stage's figures). What trains must be exactly the target (``check_rendered``)."""
+    # "rows": the row layout, so a folder of an older layout (conversational rows) is not reused
+    config = {**fmt.model_dump(mode="json"), "rows": "prompt-completion"}
     inputs = {"selected": selected.digest("selected"), "student": the_student.fingerprint}
 
     def run(out: Path, key: str) -> StageOutput:
@@ -601,8 +603,9 @@ def format_examples(
         from transformers import AutoTokenizer
 
         problems = [TaggedProblem.model_validate(r) for r in read_jsonl(selected.path("selected"))]
-        rows, stats = build(problems, fmt)
-        check_rendered(AutoTokenizer.from_pretrained(resolve_model(the_student.ref)), rows)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(the_student.ref))
+        rows, stats = build(problems, fmt, tokenizer)
+        check_rendered(tokenizer, rows)
         write_jsonl(out / "train.jsonl", rows)
         return StageOutput({"train": "train.jsonl"}, {"examples": len(rows), **stats.model_dump()})
 
@@ -633,6 +636,7 @@ def train(
             "n_examples": len(rows),
             **{f"sft.{k}": v for k, v in settings.model_dump().items() if k != "extra"},
             **{f"format.{k}": v for k, v in fmt.model_dump().items() if k != "display_names"},
+            "format.placement_used": formatted.info.get("placement"),
         }
         with _stage_run("train", key, params=params, name=f"train:{label}") as run:
             dataset = log_dataset(formatted.path("train"), name=f"train-{label}", context="training")
